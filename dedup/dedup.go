@@ -1,0 +1,179 @@
+package dedup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Revision identifies what is deployed: a commit SHA, an image digest, an
+// ETag. It is opaque to this package and only compared for equality.
+type Revision string
+
+// Deployer deploys one revision of one key.
+//
+// The Manager never calls Deploy twice at once for the same key, but calls it
+// concurrently for different keys. Deploy should return when ctx is done;
+// the Manager cancels ctx on timeout, on Close, and (with cancel-in-progress)
+// when a newer revision arrives. A panic in Deploy is recovered and reported
+// as a *PanicError.
+type Deployer interface {
+	Deploy(ctx context.Context, key string, rev Revision) error
+}
+
+// DeployFunc adapts a function to the Deployer interface.
+type DeployFunc func(ctx context.Context, key string, rev Revision) error
+
+// Deploy calls f(ctx, key, rev).
+func (f DeployFunc) Deploy(ctx context.Context, key string, rev Revision) error {
+	return f(ctx, key, rev)
+}
+
+// Clock is the source of time of a Manager. The default is the time package,
+// so a Manager also works inside a testing/synctest bubble; deduptest.Clock
+// is a fake one that tests advance by hand.
+type Clock interface {
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine once d has elapsed, like
+	// time.AfterFunc.
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a timer made by Clock.AfterFunc.
+type Timer interface {
+	// Stop prevents the timer from firing. It reports whether it stopped the
+	// timer; false means the timer had already fired or been stopped.
+	Stop() bool
+}
+
+// Store keeps the last successfully deployed revision of each key, so that a
+// revision that is already live is not deployed again, also across restarts
+// when the Store is durable. The default keeps it in memory.
+//
+// The Manager calls Load once per key, before the key's first deploy, and
+// Save after every successful deploy. Calls for one key never overlap; calls
+// for different keys may. Load reports ok=false for a key it does not know.
+type Store interface {
+	Load(ctx context.Context, key string) (rev Revision, ok bool, err error)
+	Save(ctx context.Context, key string, rev Revision) error
+}
+
+// Sentinel errors, tested with errors.Is.
+var (
+	// ErrClosed is returned by Trigger and Deploy after Close, and carried
+	// by the results of tickets that Close aborted.
+	ErrClosed = errors.New("dedup: manager closed")
+	// ErrInvalid is wrapped by every error about bad input: an empty,
+	// oversized or malformed key or revision, a nil Deployer, a bad option.
+	ErrInvalid = errors.New("dedup: invalid argument")
+)
+
+// MaxLen is the largest key or revision, in bytes.
+const MaxLen = 1024
+
+// ValidKey reports whether key may be used with a Manager: an error wrapping
+// ErrInvalid if it is empty, longer than MaxLen bytes, not UTF-8, or holds a
+// control character.
+func ValidKey(key string) error { return validate("key", key) }
+
+// ValidRevision is like ValidKey, for revisions.
+func ValidRevision(rev Revision) error { return validate("revision", string(rev)) }
+
+func validate(what, s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: empty %s", ErrInvalid, what)
+	}
+	if len(s) > MaxLen {
+		return fmt.Errorf("%w: %s is %d bytes, longer than %d", ErrInvalid, what, len(s), MaxLen)
+	}
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return fmt.Errorf("%w: %s has control character %#02x at byte %d", ErrInvalid, what, c, i)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			return fmt.Errorf("%w: %s is not valid UTF-8 at byte %d", ErrInvalid, what, i)
+		}
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: %s has control character %U at byte %d", ErrInvalid, what, r, i)
+		}
+		i += n
+	}
+	return nil
+}
+
+// PanicError is the error of a run whose Deployer panicked. The Manager
+// recovers the panic, so one broken deploy does not crash the host.
+type PanicError struct {
+	Value any    // what was passed to panic
+	Stack []byte // the stack of the panicking goroutine
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("dedup: deploy panicked: %v\n\n%s", e.Value, e.Stack)
+}
+
+// Unwrap returns the panic value if it is an error.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// callDeploy runs d.Deploy, turning a panic into a *PanicError.
+func callDeploy(ctx context.Context, d Deployer, key string, rev Revision) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return d.Deploy(ctx, key, rev)
+}
+
+// MemoryStore is a Store that keeps revisions in memory. Its zero value is
+// ready to use; it is safe for concurrent use. It is the default Store.
+type MemoryStore struct {
+	mu   sync.Mutex
+	revs map[string]Revision
+}
+
+// Load returns the revision saved for key.
+func (s *MemoryStore) Load(_ context.Context, key string) (Revision, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rev, ok := s.revs[key]
+	return rev, ok, nil
+}
+
+// Save records rev as the live revision of key.
+func (s *MemoryStore) Save(_ context.Context, key string, rev Revision) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.revs == nil {
+		s.revs = make(map[string]Revision)
+	}
+	s.revs[key] = rev
+	return nil
+}
+
+// realClock is the time package.
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+var (
+	_ Deployer = DeployFunc(nil)
+	_ Store    = (*MemoryStore)(nil)
+	_ Clock    = realClock{}
+)

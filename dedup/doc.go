@@ -1,0 +1,58 @@
+// Package dedup deploys keys so that deploys never pile up and the newest
+// revision is never lost. Per key, at most one deploy runs at a time, and
+// every trigger that arrives meanwhile collapses into at most one follow-up
+// run of the newest revision; every caller that waits learns which run
+// covered its trigger.
+//
+// Wrap your deploy function in a Manager and trigger it from wherever
+// changes are seen (a poller, a webhook, a watcher):
+//
+//	m, err := dedup.New(dedup.DeployFunc(func(ctx context.Context, key string, rev dedup.Revision) error {
+//		return deployStack(ctx, key, string(rev))
+//	}))
+//	if err != nil {
+//		return err
+//	}
+//	defer m.Close(context.Background())
+//
+//	res, err := m.Deploy(ctx, "web", "4f2a9c1") // or m.Trigger to not wait
+//	fmt.Println(res.Outcome, res.Revision)     // deployed 4f2a9c1
+//
+// # The rules, per key
+//
+// The revision a key is heading to is its pending revision, else its
+// running one, else its live one (the last deployed successfully).
+//
+//   - Join: a trigger of the revision the key is heading to starts nothing;
+//     its ticket settles with that run. If that revision is live and
+//     nothing runs or waits, the ticket settles at once as Unchanged,
+//     unless Force is given.
+//   - Supersede: a trigger of any other revision, even an older one (a
+//     rollback), becomes the pending revision. It replaces the one pending
+//     before in place; the tickets of the replaced revision settle with the
+//     newer run as Superseded (or Failed, if that run fails).
+//   - Start: the pending revision starts once the key's running deploy has
+//     ended and its policy allows it (debounce, minimum interval, retry
+//     backoff, concurrency limit). So however many triggers arrive during a
+//     deploy, at most one follow-up runs.
+//   - Retry: a failed run is retried with backoff as its RetryPolicy says,
+//     unless a newer revision is pending, which replaces the retry.
+//   - Record: a success is saved in the Store, so the same revision
+//     triggered later, also after a restart with a durable Store, is
+//     Unchanged. Trigger never does I/O: the Store is read off the trigger
+//     path, before a key's first deploy.
+//   - Close: refuses new triggers, aborts pending tickets, lets running
+//     deploys finish until its context ends, then cancels them.
+//
+// Memory per key does not grow with the number of triggers: a storm of
+// distinct revisions during one long deploy keeps one pending slot. An idle
+// key has no goroutine and no timer; a goroutine exists only while a deploy
+// of its key runs.
+//
+// Keys and revisions must be non-empty UTF-8, at most MaxLen bytes, without
+// control characters. Revisions often come from outside (a webhook body):
+// no part of this module hands one to a shell.
+//
+// Package deduptest has a fake Clock and a controllable Deployer to test
+// code that uses a Manager.
+package dedup

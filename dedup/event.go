@@ -1,0 +1,100 @@
+package dedup
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"time"
+)
+
+// EventKind names a state change of a key.
+type EventKind uint8
+
+// The kinds of Event.
+const (
+	// EventQueued: a revision became the pending one of an idle slot.
+	EventQueued EventKind = iota + 1
+	// EventCoalesced: a trigger joined the pending or running revision
+	// (Replaced empty), or replaced the pending revision (Replaced holds
+	// the superseded one).
+	EventCoalesced
+	// EventStarted: an attempt started (Attempt counts from 1).
+	EventStarted
+	// EventSucceeded: an attempt succeeded and Revision is live.
+	EventSucceeded
+	// EventFailed: a run failed for good, or its failed attempt was
+	// replaced by a newer pending revision (Err holds why).
+	EventFailed
+	// EventRetrying: an attempt failed and another one is scheduled after
+	// Delay.
+	EventRetrying
+	// EventCanceled: the running deploy's context was canceled because a
+	// newer revision arrived (cancel-in-progress) or the Manager closed.
+	EventCanceled
+	// EventUnchanged: a revision was found live already; nothing ran.
+	EventUnchanged
+	// EventAborted: a pending revision was dropped by Close.
+	EventAborted
+	// EventStoreFailed: the Store failed to load or save (Err). A failed
+	// Save does not undo the deploy.
+	EventStoreFailed
+)
+
+var kindNames = [...]string{"", "queued", "coalesced", "started", "succeeded", "failed", "retrying", "canceled", "unchanged", "aborted", "store-failed"}
+
+func (k EventKind) String() string {
+	if int(k) < len(kindNames) && k != 0 {
+		return kindNames[k]
+	}
+	return "event(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Event is a state change of one key, passed to the observer set with
+// WithObserver and logged by the logger set with WithLogger.
+type Event struct {
+	Kind     EventKind
+	Key      string
+	Revision Revision
+	Replaced Revision      // the superseded revision (EventCoalesced) or the canceled one (EventCanceled)
+	Attempt  int           // the attempt started, finished or failed
+	Err      error         // EventFailed, EventRetrying, EventStoreFailed
+	Duration time.Duration // how long the attempt ran (EventSucceeded, EventFailed, EventRetrying)
+	Delay    time.Duration // wait before the next attempt (EventRetrying)
+	Time     time.Time     // when it happened, by the Manager's clock
+}
+
+func (e Event) level() slog.Level {
+	switch e.Kind {
+	case EventFailed, EventRetrying, EventStoreFailed:
+		return slog.LevelWarn
+	case EventCoalesced:
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
+
+func (e Event) log(l *slog.Logger) {
+	lvl := e.level()
+	ctx := context.Background()
+	if !l.Enabled(ctx, lvl) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 7)
+	attrs = append(attrs, slog.String("key", e.Key), slog.String("revision", string(e.Revision)))
+	if e.Replaced != "" {
+		attrs = append(attrs, slog.String("replaced", string(e.Replaced)))
+	}
+	if e.Attempt > 0 {
+		attrs = append(attrs, slog.Int("attempt", e.Attempt))
+	}
+	if e.Duration > 0 {
+		attrs = append(attrs, slog.Duration("duration", e.Duration))
+	}
+	if e.Delay > 0 {
+		attrs = append(attrs, slog.Duration("delay", e.Delay))
+	}
+	if e.Err != nil {
+		attrs = append(attrs, slog.Any("err", e.Err))
+	}
+	l.LogAttrs(ctx, lvl, "dedup: "+e.Kind.String(), attrs...)
+}

@@ -1,0 +1,249 @@
+package dedup
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+)
+
+// Policy is how one key is deployed: when a run may start, how a failed run
+// is retried, how long an attempt may take, and whether a newer revision
+// cancels the running deploy. The zero Policy starts a run at once, never
+// retries, sets no timeout and lets a running deploy finish.
+//
+// Policy values are comparable; a Manager keeps one copy of each distinct
+// Policy, however many keys use it.
+type Policy struct {
+	// Quiet delays the start of a run until no trigger for the key has
+	// arrived for Quiet (debounce).
+	Quiet time.Duration
+	// MaxDelay bounds the debounce: a run starts at most MaxDelay after the
+	// first trigger of the burst, however often triggers keep arriving.
+	// Zero means no bound. When set, it must be at least Quiet.
+	MaxDelay time.Duration
+	// MinInterval is the least time between the starts of two runs
+	// (attempts included) of the key.
+	MinInterval time.Duration
+	// Retry says how a failed run is retried.
+	Retry RetryPolicy
+	// Timeout bounds each attempt; zero means no bound.
+	Timeout time.Duration
+	// CancelInProgress makes a newer revision cancel the context of the
+	// running deploy, so the newer one starts as soon as it returns.
+	CancelInProgress bool
+}
+
+// RetryPolicy says how a failed run is retried: up to MaxAttempts attempts in
+// all, waiting Initial after the first failure, then Multiplier times longer
+// after each further one, capped at Max, each wait shortened by a random
+// fraction of up to Jitter. A newer revision that arrives meanwhile replaces
+// the retry.
+//
+// The zero RetryPolicy never retries. With MaxAttempts above 1, zero fields
+// take defaults: Initial 1s, Multiplier 2, Max 5m.
+type RetryPolicy struct {
+	MaxAttempts int           // attempts in all, the first included; 0 and 1 mean no retry
+	Initial     time.Duration // wait after the first failure
+	Max         time.Duration // cap of a wait
+	Multiplier  float64       // growth of the wait per failure; at least 1
+	Jitter      float64       // in [0, 1]: each wait is cut by up to this fraction at random
+}
+
+// Defaults filled in by RetryPolicy when MaxAttempts > 1.
+const (
+	DefaultRetryInitial    = time.Second
+	DefaultRetryMultiplier = 2.0
+	DefaultRetryMax        = 5 * time.Minute
+)
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.MaxAttempts <= 1 {
+		return RetryPolicy{MaxAttempts: 1}
+	}
+	if p.Initial == 0 {
+		p.Initial = DefaultRetryInitial
+	}
+	if p.Multiplier == 0 {
+		p.Multiplier = DefaultRetryMultiplier
+	}
+	if p.Max == 0 {
+		p.Max = max(DefaultRetryMax, p.Initial)
+	}
+	return p
+}
+
+func (p RetryPolicy) validate() error {
+	switch {
+	case p.MaxAttempts < 0:
+		return fmt.Errorf("%w: retry MaxAttempts %d is negative", ErrInvalid, p.MaxAttempts)
+	case p.Initial < 0:
+		return fmt.Errorf("%w: retry Initial %v is negative", ErrInvalid, p.Initial)
+	case p.Max < 0:
+		return fmt.Errorf("%w: retry Max %v is negative", ErrInvalid, p.Max)
+	case p.Max > 0 && p.Max < p.Initial:
+		return fmt.Errorf("%w: retry Max %v is less than Initial %v", ErrInvalid, p.Max, p.Initial)
+	case math.IsNaN(p.Multiplier) || math.IsInf(p.Multiplier, 0) || (p.Multiplier != 0 && p.Multiplier < 1):
+		return fmt.Errorf("%w: retry Multiplier %v is not 0 (default) or at least 1", ErrInvalid, p.Multiplier)
+	case math.IsNaN(p.Jitter) || p.Jitter < 0 || p.Jitter > 1:
+		return fmt.Errorf("%w: retry Jitter %v is not in [0, 1]", ErrInvalid, p.Jitter)
+	}
+	return nil
+}
+
+// backoff is the wait after the given number of failed attempts (>= 1),
+// before jitter.
+func (p RetryPolicy) backoff(failures int) time.Duration {
+	d := float64(p.Initial) * math.Pow(p.Multiplier, float64(failures-1))
+	if d > float64(p.Max) || math.IsInf(d, 0) {
+		return p.Max
+	}
+	return time.Duration(d)
+}
+
+func (p Policy) validate() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"debounce quiet", p.Quiet}, {"debounce maxDelay", p.MaxDelay}, {"min interval", p.MinInterval}, {"timeout", p.Timeout}} {
+		if d.v < 0 {
+			return fmt.Errorf("%w: %s %v is negative", ErrInvalid, d.name, d.v)
+		}
+	}
+	if p.MaxDelay > 0 && p.MaxDelay < p.Quiet {
+		return fmt.Errorf("%w: debounce maxDelay %v is less than quiet %v", ErrInvalid, p.MaxDelay, p.Quiet)
+	}
+	return p.Retry.validate()
+}
+
+// An Option configures a Manager made by New.
+type Option func(*config)
+
+type config struct {
+	clock         Clock
+	store         Store
+	policy        Policy
+	keyPolicy     func(key string) Policy
+	maxConcurrent int
+	observer      func(Event)
+	logger        *slog.Logger
+	errs          []error
+}
+
+func (c *config) errorf(format string, args ...any) {
+	c.errs = append(c.errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
+}
+
+// WithClock sets the clock that debounce, minimum intervals, retries and
+// result times use. The default is the time package.
+func WithClock(c Clock) Option {
+	return func(cfg *config) {
+		if c == nil {
+			cfg.errorf("nil Clock")
+		}
+		cfg.clock = c
+	}
+}
+
+// WithStore sets where the last deployed revision of each key is kept. The
+// default keeps it in the Manager's memory only.
+func WithStore(s Store) Option {
+	return func(cfg *config) {
+		if s == nil {
+			cfg.errorf("nil Store")
+		}
+		cfg.store = s
+	}
+}
+
+// WithDebounce starts a run only after quiet has passed with no new trigger
+// for the key, but never later than maxDelay after the first trigger of the
+// burst (zero maxDelay: no bound). It sets Policy.Quiet and Policy.MaxDelay
+// of the default policy.
+func WithDebounce(quiet, maxDelay time.Duration) Option {
+	return func(cfg *config) { cfg.policy.Quiet, cfg.policy.MaxDelay = quiet, maxDelay }
+}
+
+// WithMinInterval keeps at least d between the starts of two runs of a key
+// (Policy.MinInterval of the default policy).
+func WithMinInterval(d time.Duration) Option {
+	return func(cfg *config) { cfg.policy.MinInterval = d }
+}
+
+// WithCancelInProgress makes a newer revision cancel the context of the
+// running deploy of its key, like GitHub Actions' cancel-in-progress
+// (Policy.CancelInProgress of the default policy). Off by default: a running
+// deploy is let finish and the newer revision follows it.
+func WithCancelInProgress() Option {
+	return func(cfg *config) { cfg.policy.CancelInProgress = true }
+}
+
+// WithRetry sets how failed runs are retried (Policy.Retry of the default
+// policy). By default a failed run is not retried.
+func WithRetry(p RetryPolicy) Option {
+	return func(cfg *config) { cfg.policy.Retry = p }
+}
+
+// WithTimeout bounds every attempt to deploy by d (Policy.Timeout of the
+// default policy). By default there is no bound.
+func WithTimeout(d time.Duration) Option {
+	return func(cfg *config) { cfg.policy.Timeout = d }
+}
+
+// WithMaxConcurrent allows at most n deploys at once across all keys; zero,
+// the default, means no limit. Keys ready to start wait in FIFO order and go
+// on coalescing triggers while they wait.
+func WithMaxConcurrent(n int) Option {
+	return func(cfg *config) {
+		if n < 0 {
+			cfg.errorf("max concurrent %d is negative", n)
+		}
+		cfg.maxConcurrent = n
+	}
+}
+
+// WithKeyPolicy sets the policy of each key: f is called once per key, when
+// the key is first triggered, with no lock held, and its result replaces the
+// default policy built by the other options for that key. An invalid Policy
+// returned by f makes that Trigger fail with an error wrapping ErrInvalid.
+func WithKeyPolicy(f func(key string) Policy) Option {
+	return func(cfg *config) {
+		if f == nil {
+			cfg.errorf("nil key policy function")
+		}
+		cfg.keyPolicy = f
+	}
+}
+
+// WithObserver calls f with every Event. f is called synchronously from the
+// goroutine that made the change, after it and with no lock held, so it may
+// call the Manager; it may be called from several goroutines at once. A slow
+// f slows down whoever made the change.
+func WithObserver(f func(Event)) Option {
+	return func(cfg *config) {
+		if f == nil {
+			cfg.errorf("nil observer")
+		}
+		cfg.observer = f
+	}
+}
+
+// WithLogger logs every Event to l: failures at Warn, coalescing at Debug,
+// the rest at Info.
+func WithLogger(l *slog.Logger) Option {
+	return func(cfg *config) {
+		if l == nil {
+			cfg.errorf("nil logger")
+		}
+		cfg.logger = l
+	}
+}
+
+// TriggerOption modifies one call of Trigger or Deploy.
+type TriggerOption struct {
+	force bool
+}
+
+// Force deploys the revision even if it is already live. A forced trigger
+// still joins a run of the same revision that is pending or running.
+func Force() TriggerOption { return TriggerOption{force: true} }

@@ -1,0 +1,486 @@
+package dedup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// This file is the per-key state machine. A key holds at most one running
+// run and one pending run. Every transition below is called with
+// Manager.mu held and never calls user code except the Clock.
+//
+//	request:  a trigger joins the pending or running revision, is found
+//	          live already, replaces (supersedes) the pending revision, or
+//	          becomes the pending revision.
+//	schedule: the pending run starts once nothing of the key runs, its
+//	          start time (debounce, min interval, retry backoff) has come
+//	          and a concurrency slot is free; until then a timer or the
+//	          FIFO queue of keys holds it.
+//	begin:    an attempt of the running run gets its context and starts.
+//	finish:   the attempt ended: the revision is live, or the failure is
+//	          absorbed by a newer pending revision, retried, or final.
+//	abort:    Close drops the pending run.
+
+// keyState is the state of one key. An idle key holds only this struct.
+type keyState struct {
+	key     string
+	policy  *Policy // interned: shared by every key with an equal policy
+	live    Revision
+	loaded  bool // live is known: the Store was read or a deploy succeeded
+	queued  bool // in Manager.queue, waiting for a concurrency slot
+	running *run
+	pending *run
+
+	lastErr  error
+	storeErr error
+	runs     uint32 // attempts started
+	deployed uint32
+	failed   uint32 // attempts failed
+	replaced uint32 // pending revisions superseded before they ran
+
+	lastStarted  time.Time
+	lastFinished time.Time
+}
+
+// run is one intended deploy of one revision: first pending, then running,
+// then settled. Triggers that join it, and the revisions it superseded, hold
+// tickets on it; runs it absorbed settle with it.
+type run struct {
+	rev      Revision
+	force    bool
+	needLoad bool // the Store must be read before the first attempt
+	canceled bool // its context was canceled for a newer revision
+	attempts int
+
+	first, last time.Time // first and latest trigger of the burst (debounce)
+	retryAt     time.Time // earliest next attempt after a failure
+
+	timer    Timer // armed while pending and waiting for its start time
+	timerAt  time.Time
+	timerGen uint32
+
+	ctx            context.Context
+	cancel         context.CancelFunc // nil when ctx is the Manager's base
+	started        time.Time          // first attempt
+	attemptStarted time.Time
+
+	done     chan struct{} // made when the first ticket waits on the run
+	res      runResult     // written before done is closed
+	absorbed []*run        // runs whose tickets this run settles too
+}
+
+type runResult struct {
+	rev               Revision
+	outcome           Outcome
+	err               error
+	attempts          int
+	started, finished time.Time
+}
+
+// waiter returns r for a ticket to hold, making its done channel if needed.
+func (r *run) waiter(wait bool) *run {
+	if !wait {
+		return nil
+	}
+	if r.done == nil {
+		r.done = make(chan struct{})
+	}
+	return r
+}
+
+// settle gives r and every run it absorbed its final result.
+func settle(r *run, res runResult) {
+	r.res = res
+	if r.done != nil {
+		close(r.done)
+	}
+	for _, a := range r.absorbed {
+		settle(a, res)
+	}
+	r.absorbed = nil
+}
+
+func (r *run) result(o Outcome, err error, now time.Time) runResult {
+	started := r.started
+	if started.IsZero() {
+		started = now
+	}
+	return runResult{rev: r.rev, outcome: o, err: err, attempts: r.attempts, started: started, finished: now}
+}
+
+// request handles a trigger of rev for ks. It returns the run a ticket
+// should hold (nil when rev is live already, or when the caller does not
+// wait) and a run the caller must execute.
+func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now time.Time, evs *events) (ticket, start *run) {
+	// Join: rev is where the key is heading.
+	if p := ks.pending; p != nil && p.rev == rev {
+		p.force = p.force || force
+		p.last = now
+		evs.add(Event{Kind: EventCoalesced, Key: ks.key, Revision: rev, Attempt: p.attempts, Time: now})
+		return p.waiter(wait), nil
+	}
+	if r := ks.running; ks.pending == nil && r != nil && !r.canceled && r.rev == rev {
+		evs.add(Event{Kind: EventCoalesced, Key: ks.key, Revision: rev, Attempt: r.attempts, Time: now})
+		return r.waiter(wait), nil
+	}
+	if ks.pending == nil && ks.running == nil && ks.loaded && ks.live == rev && !force {
+		evs.add(Event{Kind: EventUnchanged, Key: ks.key, Revision: rev, Time: now})
+		return nil, nil
+	}
+
+	// Supersede: rev replaces the pending revision in place, and the
+	// tickets of the old one move with it.
+	if p := ks.pending; p != nil {
+		old := p.rev
+		p.rev, p.force, p.last = rev, force, now
+		ks.replaced++
+		evs.add(Event{Kind: EventCoalesced, Key: ks.key, Revision: rev, Replaced: old, Time: now})
+		if p.attempts > 0 {
+			// It was a failed run waiting for its retry: the newer
+			// revision replaces the retry and starts afresh.
+			p.attempts, p.retryAt, p.first = 0, time.Time{}, now
+			p.started = time.Time{}
+			return p.waiter(wait), m.schedule(ks, now, evs)
+		}
+		return p.waiter(wait), nil
+	}
+
+	// Queue: rev becomes the pending revision.
+	p := &run{rev: rev, force: force, first: now, last: now}
+	ks.pending = p
+	evs.add(Event{Kind: EventQueued, Key: ks.key, Revision: rev, Time: now})
+	if r := ks.running; r != nil && ks.policy.CancelInProgress && !r.canceled {
+		r.canceled = true
+		if r.cancel != nil {
+			r.cancel()
+		}
+		evs.add(Event{Kind: EventCanceled, Key: ks.key, Revision: rev, Replaced: r.rev, Attempt: r.attempts, Time: now})
+	}
+	return p.waiter(wait), m.schedule(ks, now, evs)
+}
+
+// schedule starts the pending run of ks if nothing of ks runs and its policy
+// and the concurrency limit allow it now. Otherwise it arms a timer for when
+// the policy will allow it, or queues ks for a slot. It returns the run the
+// caller must execute, if one started.
+func (m *Manager) schedule(ks *keyState, now time.Time, evs *events) *run {
+	p := ks.pending
+	if p == nil || ks.running != nil || m.closed {
+		return nil
+	}
+	if ks.loaded && p.rev == ks.live && !p.force {
+		// The key went back to the live revision (say, a rollback was
+		// triggered and the newer run failed): nothing to deploy.
+		ks.pending = nil
+		m.disarm(p)
+		evs.add(Event{Kind: EventUnchanged, Key: ks.key, Revision: p.rev, Time: now})
+		settle(p, p.result(Unchanged, nil, now))
+		return nil
+	}
+	if at := ks.startAt(p); at.After(now) {
+		m.arm(ks, p, at, now)
+		return nil
+	}
+	m.disarm(p)
+	if m.maxConcurrent > 0 && (m.active >= m.maxConcurrent || len(m.queue) > 0) {
+		if !ks.queued {
+			ks.queued = true
+			m.queue = append(m.queue, ks)
+		}
+		return nil
+	}
+	return m.start(ks, now, evs)
+}
+
+// startAt is the earliest time the pending run p may start.
+func (ks *keyState) startAt(p *run) time.Time {
+	pol := ks.policy
+	at := p.retryAt
+	if pol.MinInterval > 0 && !ks.lastStarted.IsZero() {
+		at = later(at, ks.lastStarted.Add(pol.MinInterval))
+	}
+	if pol.Quiet > 0 {
+		quiet := p.last.Add(pol.Quiet)
+		if pol.MaxDelay > 0 {
+			if bound := p.first.Add(pol.MaxDelay); bound.Before(quiet) {
+				quiet = bound
+			}
+		}
+		at = later(at, quiet)
+	}
+	return at
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// start moves the pending run of ks to running and takes a concurrency slot.
+func (m *Manager) start(ks *keyState, now time.Time, evs *events) *run {
+	p := ks.pending
+	ks.pending = nil
+	ks.running = p
+	m.active++
+	if !ks.loaded {
+		p.needLoad = true // the goroutine reads the Store, then begins
+		return p
+	}
+	m.begin(ks, p, now, evs)
+	return p
+}
+
+// begin starts an attempt of the running run r.
+func (m *Manager) begin(ks *keyState, r *run, now time.Time, evs *events) {
+	r.attempts++
+	if r.attempts == 1 {
+		r.started = now
+	}
+	r.attemptStarted = now
+	ks.runs++
+	ks.lastStarted = now
+	r.ctx, r.cancel = m.attemptContext(ks.policy)
+	if r.canceled && r.cancel != nil {
+		r.cancel() // a newer revision arrived while the Store was read
+	}
+	evs.add(Event{Kind: EventStarted, Key: ks.key, Revision: r.rev, Attempt: r.attempts, Time: now})
+}
+
+// attemptContext returns the context of one attempt. Runs that need no
+// timeout and no cancel-in-progress share the Manager's base context, so
+// they cost no allocation.
+func (m *Manager) attemptContext(pol *Policy) (context.Context, context.CancelFunc) {
+	switch {
+	case pol.Timeout > 0:
+		if _, real := m.clock.(realClock); real {
+			return context.WithTimeout(m.base, pol.Timeout)
+		}
+		return m.clockTimeout(pol.Timeout)
+	case pol.CancelInProgress:
+		return context.WithCancel(m.base)
+	}
+	return m.base, nil
+}
+
+// clockTimeout is context.WithTimeout on the Manager's own clock.
+func (m *Manager) clockTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(m.base)
+	m.wg.Add(1)
+	t := m.clock.AfterFunc(d, func() {
+		defer m.wg.Done()
+		cancel(context.DeadlineExceeded)
+	})
+	return &deadlineCtx{ctx}, func() {
+		if t.Stop() {
+			m.wg.Done()
+		}
+		cancel(context.Canceled)
+	}
+}
+
+// deadlineCtx reports context.DeadlineExceeded from Err once its clock
+// timeout fired. It has no Deadline: the deadline is on the Manager's clock,
+// which need not be the time package's.
+type deadlineCtx struct{ context.Context }
+
+func (c *deadlineCtx) Err() error {
+	err := c.Context.Err()
+	if err != nil && errors.Is(context.Cause(c.Context), context.DeadlineExceeded) {
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
+// finish records the end of an attempt of the running run r, which returned
+// err.
+func (m *Manager) finish(ks *keyState, r *run, err error, now time.Time, evs *events) {
+	ks.running = nil
+	m.active--
+	ks.lastFinished = now
+	dur := now.Sub(r.attemptStarted)
+	r.ctx, r.cancel = nil, nil
+	if err == nil {
+		ks.live, ks.loaded, ks.lastErr = r.rev, true, nil
+		ks.deployed++
+		evs.add(Event{Kind: EventSucceeded, Key: ks.key, Revision: r.rev, Attempt: r.attempts, Duration: dur, Time: now})
+		if p := ks.pending; p != nil && p.rev == r.rev && !p.force {
+			// Triggered again while it ran: this run covers it.
+			ks.pending = nil
+			m.disarm(p)
+			r.absorbed = append(r.absorbed, p)
+		}
+		settle(r, r.result(Deployed, nil, now))
+		return
+	}
+
+	ks.lastErr = err
+	ks.failed++
+	fail := Event{Kind: EventFailed, Key: ks.key, Revision: r.rev, Attempt: r.attempts, Err: err, Duration: dur, Time: now}
+	switch {
+	case m.closed:
+		o := Failed
+		if m.base.Err() != nil { // Close canceled it
+			o, err = Aborted, fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		evs.add(fail)
+		settle(r, r.result(o, err, now))
+	case ks.pending != nil:
+		// A newer revision is pending: it replaces any retry, and the
+		// tickets of r settle with it.
+		evs.add(fail)
+		ks.pending.absorbed = append(ks.pending.absorbed, r)
+	case r.attempts < ks.policy.Retry.MaxAttempts:
+		delay := ks.policy.Retry.backoff(r.attempts)
+		if j := ks.policy.Retry.Jitter; j > 0 {
+			delay -= time.Duration(j * rand.Float64() * float64(delay))
+		}
+		r.retryAt = now.Add(delay)
+		r.canceled = false
+		ks.pending = r
+		evs.add(Event{Kind: EventRetrying, Key: ks.key, Revision: r.rev, Attempt: r.attempts, Err: err, Duration: dur, Delay: delay, Time: now})
+	default:
+		evs.add(fail)
+		settle(r, r.result(Failed, err, now))
+	}
+}
+
+// finishUnchanged ends the running run r without an attempt: the Store says
+// its revision is live already.
+func (m *Manager) finishUnchanged(ks *keyState, r *run, now time.Time, evs *events) {
+	ks.running = nil
+	m.active--
+	evs.add(Event{Kind: EventUnchanged, Key: ks.key, Revision: r.rev, Time: now})
+	if p := ks.pending; p != nil && p.rev == r.rev && !p.force {
+		ks.pending = nil
+		m.disarm(p)
+		r.absorbed = append(r.absorbed, p)
+	}
+	settle(r, r.result(Unchanged, nil, now))
+}
+
+// afterRun is called when a run of ks released its slot: it starts the next
+// run of ks, and hands free slots to queued keys in FIFO order. It returns
+// the run of ks the caller must execute next.
+func (m *Manager) afterRun(ks *keyState, now time.Time, evs *events) *run {
+	next := m.schedule(ks, now, evs)
+	for m.maxConcurrent > 0 && m.active < m.maxConcurrent && len(m.queue) > 0 && !m.closed {
+		q := m.queue[0]
+		m.queue[0] = nil
+		m.queue = m.queue[1:]
+		q.queued = false
+		if q.pending == nil || q.running != nil {
+			continue
+		}
+		r := m.start(q, now, evs)
+		if q == ks && next == nil {
+			next = r
+		} else {
+			m.spawn(q, r)
+		}
+	}
+	return next
+}
+
+// abort drops the pending run of ks (Close).
+func (m *Manager) abort(ks *keyState, now time.Time, evs *events) {
+	ks.queued = false
+	p := ks.pending
+	if p == nil {
+		return
+	}
+	ks.pending = nil
+	m.disarm(p)
+	evs.add(Event{Kind: EventAborted, Key: ks.key, Revision: p.rev, Attempt: p.attempts, Time: now})
+	settle(p, p.result(Aborted, ErrClosed, now))
+}
+
+// arm makes sure a timer fires for ks's pending run p no later than at.
+func (m *Manager) arm(ks *keyState, p *run, at, now time.Time) {
+	if p.timer != nil {
+		if !p.timerAt.After(at) {
+			return // it fires in time, and fire schedules again
+		}
+		if !p.timer.Stop() {
+			return // firing right now: fire schedules again
+		}
+		m.wg.Done()
+	}
+	p.timerGen++
+	gen := p.timerGen
+	p.timerAt = at
+	m.wg.Add(1)
+	p.timer = m.clock.AfterFunc(at.Sub(now), func() { m.fire(ks, p, gen) })
+}
+
+func (m *Manager) disarm(p *run) {
+	if p.timer != nil && p.timer.Stop() {
+		m.wg.Done()
+	}
+	p.timer = nil
+}
+
+// fire is the timer callback of a pending run that waited for its start.
+func (m *Manager) fire(ks *keyState, p *run, gen uint32) {
+	defer m.wg.Done()
+	var evs events
+	evs.on = m.notify
+	m.mu.Lock()
+	if p.timer == nil || p.timerGen != gen || ks.pending != p {
+		m.mu.Unlock()
+		return
+	}
+	p.timer = nil
+	if r := m.schedule(ks, m.clock.Now(), &evs); r != nil {
+		m.spawn(ks, r)
+	}
+	m.mu.Unlock()
+	m.emit(&evs)
+}
+
+// status is the Status of ks.
+func (m *Manager) status(ks *keyState) Status {
+	s := Status{
+		Key: ks.key, Live: ks.live, LastErr: ks.lastErr, StoreErr: ks.storeErr,
+		Runs: int(ks.runs), Deployed: int(ks.deployed), Failures: int(ks.failed), Superseded: int(ks.replaced),
+		LastStarted: ks.lastStarted, LastFinished: ks.lastFinished,
+	}
+	if r := ks.running; r != nil {
+		s.Running, s.Attempt = r.rev, r.attempts
+	}
+	if p := ks.pending; p != nil {
+		s.Pending, s.Queued = p.rev, ks.queued
+		if ks.running == nil {
+			s.Attempt = p.attempts
+			s.NextStart = ks.startAt(p)
+		}
+	}
+	return s
+}
+
+// Status is a snapshot of one key.
+type Status struct {
+	Key     string
+	Live    Revision // last successfully deployed; empty until known
+	Running Revision // empty when no deploy runs
+	Pending Revision // empty when nothing waits; a failed revision waiting for its retry is pending
+	LastErr error    // error of the last finished attempt; nil after a success
+
+	// Attempt is the attempt of the running deploy, or the attempts made
+	// so far by a pending revision waiting for its retry.
+	Attempt    int
+	Queued     bool      // the pending revision waits for a slot (WithMaxConcurrent)
+	NextStart  time.Time // earliest start of the pending revision by its policy (debounce, min interval, retry); zero or past when due
+	Runs       int       // attempts started
+	Deployed   int       // attempts that succeeded
+	Failures   int       // attempts that failed
+	Superseded int       // pending revisions replaced by a newer one before they ran
+	StoreErr   error     // last error of the Store for this key, if any
+
+	LastStarted  time.Time // start of the last attempt
+	LastFinished time.Time // end of the last attempt
+}

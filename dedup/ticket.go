@@ -1,0 +1,103 @@
+package dedup
+
+import (
+	"context"
+	"strconv"
+	"time"
+)
+
+// Outcome says how a ticket was settled.
+type Outcome uint8
+
+// The outcomes of a ticket.
+const (
+	// Deployed: the requested revision was deployed by the run that
+	// settled the ticket.
+	Deployed Outcome = iota + 1
+	// Superseded: a newer revision of the key was triggered before the
+	// requested one started, and the run of that newer revision, named in
+	// Result.Revision, succeeded in its place.
+	Superseded
+	// Unchanged: the requested revision was already live; nothing ran.
+	Unchanged
+	// Failed: the run that settled the ticket failed (Result.Err), after
+	// its retries.
+	Failed
+	// Aborted: the ticket was settled without a run, because the Manager
+	// was closed (Result.Err wraps ErrClosed).
+	Aborted
+)
+
+var outcomeNames = [...]string{"", "deployed", "superseded", "unchanged", "failed", "aborted"}
+
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) && o != 0 {
+		return outcomeNames[o]
+	}
+	return "outcome(" + strconv.Itoa(int(o)) + ")"
+}
+
+// Result is the answer to one trigger.
+type Result struct {
+	Key       string
+	Requested Revision // what the trigger asked for
+	Revision  Revision // what the run that settled the ticket deployed; newer than Requested when superseded
+	Outcome   Outcome
+	Err       error // non-nil exactly when Outcome is Failed or Aborted
+	Attempts  int   // attempts of the run that settled the ticket; 0 if nothing ran
+	Started   time.Time
+	Finished  time.Time
+}
+
+// Ticket is a trigger's claim on the run that will cover it. It is safe for
+// concurrent use; it is valid forever, also after the Manager is closed.
+type Ticket struct {
+	key       string
+	requested Revision
+	run       *run      // nil: settled at once as Unchanged
+	at        time.Time // when settled at once
+}
+
+// closed is the Done channel of tickets settled at once.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Done returns a channel that is closed when the ticket is settled.
+func (t *Ticket) Done() <-chan struct{} {
+	if t.run == nil {
+		return closed
+	}
+	return t.run.done
+}
+
+// Result returns the result of the ticket. It is valid once Done is closed;
+// before that it returns the zero Result.
+func (t *Ticket) Result() Result {
+	if t.run == nil {
+		return Result{Key: t.key, Requested: t.requested, Revision: t.requested, Outcome: Unchanged, Started: t.at, Finished: t.at}
+	}
+	select {
+	case <-t.run.done:
+	default:
+		return Result{}
+	}
+	r := t.run.res
+	res := Result{Key: t.key, Requested: t.requested, Revision: r.rev, Outcome: r.outcome, Err: r.err,
+		Attempts: r.attempts, Started: r.started, Finished: r.finished}
+	if t.requested != r.rev && (r.outcome == Deployed || r.outcome == Unchanged) {
+		res.Outcome = Superseded
+	}
+	return res
+}
+
+// Wait blocks until the ticket is settled or ctx is done. It returns the
+// Result and Result.Err, or the zero Result and ctx.Err() if ctx ended first;
+// the ticket stays valid and may be waited on again.
+func (t *Ticket) Wait(ctx context.Context) (Result, error) {
+	select {
+	case <-t.Done():
+		r := t.Result()
+		return r, r.Err
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+}
