@@ -145,6 +145,11 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now time
 			p.started = time.Time{}
 			return p.waiter(wait), m.schedule(ks, now, evs)
 		}
+		if ks.running == nil {
+			// Waiting for its start time or a slot: it may have gone
+			// back to the live revision.
+			return p.waiter(wait), m.schedule(ks, now, evs)
+		}
 		return p.waiter(wait), nil
 	}
 
