@@ -2,6 +2,7 @@ package dedup
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -91,6 +92,9 @@ func validate(what, s string) error {
 	if len(s) > MaxLen {
 		return fmt.Errorf("%w: %s is %d bytes, longer than %d", ErrInvalid, what, len(s), MaxLen)
 	}
+	if printableASCII(s) {
+		return nil // the common case, checked 8 bytes at a time
+	}
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
@@ -110,6 +114,26 @@ func validate(what, s string) error {
 		i += n
 	}
 	return nil
+}
+
+// printableASCII reports whether every byte of s is in [0x20, 0x7e].
+func printableASCII(s string) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := binary.LittleEndian.Uint64([]byte(s[i : i+8]))
+		// A byte is bad if its high bit is set, if it is below 0x20, or
+		// if it is 0x7f (then w+1 sets its high bit).
+		if (w|(w-lo*0x20)|(w+lo))&hi != 0 {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // PanicError is the error of a run whose Deployer panicked. The Manager

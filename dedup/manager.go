@@ -145,14 +145,17 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 		m.mu.Unlock()
 		return nil, time.Time{}, err
 	}
-	now := m.clock.Now()
-	r, start := m.request(ks, rev, force, wait, now, &evs)
+	now := instant{c: m.clock}
+	r, start := m.request(ks, rev, force, wait, &now, &evs)
 	if start != nil {
 		m.spawn(ks, start)
 	}
 	m.mu.Unlock()
 	m.emit(&evs)
-	return r, now, nil
+	if wait && r == nil {
+		return nil, now.get(), nil // settled at once: the ticket needs the time
+	}
+	return r, time.Time{}, nil
 }
 
 // key returns the state of key, creating it if needed. It is called with
@@ -235,9 +238,9 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	if !m.closed {
 		m.closed = true
-		now := m.clock.Now()
+		now := instant{c: m.clock}
 		for _, ks := range m.keys {
-			m.abort(ks, now, &evs)
+			m.abort(ks, &now, &evs)
 		}
 		m.queue = nil
 	}
@@ -291,14 +294,17 @@ func (m *Manager) execute(ks *keyState, r *run) *run {
 
 	var evs events
 	evs.on = m.notify
+	now := instant{c: m.clock}
+	now.get() // outside the lock: it is needed, and the lock is shared
 	m.mu.Lock()
-	now := m.clock.Now()
 	if saveErr != nil {
 		ks.storeErr = saveErr
-		evs.add(Event{Kind: EventStoreFailed, Key: ks.key, Revision: r.rev, Err: fmt.Errorf("save: %w", saveErr), Time: now})
+		if ev := evs.add(EventStoreFailed, ks.key, r.rev, &now); ev != nil {
+			ev.Err = fmt.Errorf("save: %w", saveErr)
+		}
 	}
-	m.finish(ks, r, err, now, &evs)
-	next := m.afterRun(ks, now, &evs)
+	m.finish(ks, r, err, &now, &evs)
+	next := m.afterRun(ks, &now, &evs)
 	m.mu.Unlock()
 	m.emit(&evs)
 	return next
@@ -316,19 +322,21 @@ func (m *Manager) load(ks *keyState, r *run) (next *run, done bool) {
 		m.mu.Unlock()
 		m.emit(&evs)
 	}()
-	now := m.clock.Now()
+	now := &instant{c: m.clock}
 	r.needLoad = false
 	if m.closed {
 		ks.running = nil
 		m.active--
-		evs.add(Event{Kind: EventAborted, Key: ks.key, Revision: r.rev, Time: now})
-		settle(r, r.result(Aborted, ErrClosed, now))
+		evs.add(EventAborted, ks.key, r.rev, now)
+		settle(r, Aborted, ErrClosed, now)
 		return nil, true
 	}
 	switch {
 	case err != nil:
 		ks.storeErr = err
-		evs.add(Event{Kind: EventStoreFailed, Key: ks.key, Revision: r.rev, Err: fmt.Errorf("load: %w", err), Time: now})
+		if ev := evs.add(EventStoreFailed, ks.key, r.rev, now); ev != nil {
+			ev.Err = fmt.Errorf("load: %w", err)
+		}
 	case ok:
 		ks.loaded, ks.live = true, rev
 	default:
@@ -343,10 +351,7 @@ func (m *Manager) load(ks *keyState, r *run) (next *run, done bool) {
 }
 
 func (m *Manager) emit(evs *events) {
-	for i := range evs.n {
-		m.deliver(evs.buf[i])
-	}
-	for _, e := range evs.more {
+	for _, e := range evs.list {
 		m.deliver(e)
 	}
 }
@@ -361,22 +366,40 @@ func (m *Manager) deliver(e Event) {
 }
 
 // events collects the events of one locked section, to be delivered after
-// the lock is released.
+// the lock is released. With nobody listening it records nothing, and the
+// deploy goroutines keep small stacks.
 type events struct {
-	on   bool
-	n    int
-	buf  [3]Event
-	more []Event
+	on   bool // an observer or a logger listens
+	list []Event
 }
 
-func (e *events) add(ev Event) {
+// add records an event and returns it for the caller to fill in the rest;
+// it returns nil when nobody listens.
+func (e *events) add(kind EventKind, key string, rev Revision, now *instant) *Event {
 	if !e.on {
-		return
+		return nil
 	}
-	if e.n < len(e.buf) {
-		e.buf[e.n] = ev
-		e.n++
-		return
+	e.list = append(e.list, Event{Kind: kind, Key: key, Revision: rev, Time: now.get()})
+	return &e.list[len(e.list)-1]
+}
+
+func (e *events) failed(ks *keyState, r *run, err error, dur time.Duration, now *instant) {
+	if ev := e.add(EventFailed, ks.key, r.rev, now); ev != nil {
+		ev.Attempt, ev.Err, ev.Duration = r.attempts, err, dur
 	}
-	e.more = append(e.more, ev)
+}
+
+// instant is the clock's time for one locked section, read at most once and
+// only if needed: time.Now costs as much as the rest of a Trigger.
+type instant struct {
+	c  Clock
+	t  time.Time
+	ok bool
+}
+
+func (n *instant) get() time.Time {
+	if !n.ok {
+		n.t, n.ok = n.c.Now(), true
+	}
+	return n.t
 }

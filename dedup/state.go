@@ -50,34 +50,43 @@ type keyState struct {
 // tickets on it; runs it absorbed settle with it.
 type run struct {
 	rev      Revision
+	attempts int
 	force    bool
 	needLoad bool // the Store must be read before the first attempt
 	canceled bool // its context was canceled for a newer revision
-	attempts int
+	outcome  Outcome
 
-	first, last time.Time // first and latest trigger of the burst (debounce)
-	retryAt     time.Time // earliest next attempt after a failure
+	wait *runWait // nil while its policy needs no start time
 
-	timer    Timer // armed while pending and waiting for its start time
-	timerAt  time.Time
-	timerGen uint32
-
-	ctx            context.Context
-	cancel         context.CancelFunc // nil when ctx is the Manager's base
-	started        time.Time          // first attempt
+	ctx            context.Context // nil: the Manager's base context
+	cancel         context.CancelFunc
+	started        time.Time // first attempt
 	attemptStarted time.Time
 
+	// Once settled: done is closed, and by is the run whose result this
+	// run's tickets report (itself, or the newer run that absorbed it).
 	done     chan struct{} // made when the first ticket waits on the run
-	res      runResult     // written before done is closed
-	absorbed []*run        // runs whose tickets this run settles too
+	by       *run
+	err      error
+	finished time.Time
+	absorbed []*run // runs whose tickets this run settles too
 }
 
-type runResult struct {
-	rev               Revision
-	outcome           Outcome
-	err               error
-	attempts          int
-	started, finished time.Time
+// runWait holds what a pending run needs to wait for its start time. It is
+// made only for keys whose policy debounces, spaces or retries runs.
+type runWait struct {
+	first, last time.Time // first and latest trigger of the burst (debounce)
+	retryAt     time.Time // earliest next attempt after a failure
+	timer       Timer     // armed while pending and waiting for its start time
+	timerAt     time.Time
+	timerGen    uint32
+}
+
+func (r *run) w() *runWait {
+	if r.wait == nil {
+		r.wait = new(runWait)
+	}
+	return r.wait
 }
 
 // waiter returns r for a ticket to hold, making its done channel if needed.
@@ -91,43 +100,49 @@ func (r *run) waiter(wait bool) *run {
 	return r
 }
 
-// settle gives r and every run it absorbed its final result.
-func settle(r *run, res runResult) {
-	r.res = res
+// settle gives r its final outcome, and the same to every run it absorbed.
+func settle(r *run, o Outcome, err error, now *instant) {
+	r.outcome, r.err, r.finished = o, err, now.get()
+	if r.started.IsZero() {
+		r.started = r.finished
+	}
+	settleBy(r, r)
+}
+
+func settleBy(r, by *run) {
+	r.by = by
 	if r.done != nil {
 		close(r.done)
 	}
 	for _, a := range r.absorbed {
-		settle(a, res)
+		settleBy(a, by)
 	}
 	r.absorbed = nil
-}
-
-func (r *run) result(o Outcome, err error, now time.Time) runResult {
-	started := r.started
-	if started.IsZero() {
-		started = now
-	}
-	return runResult{rev: r.rev, outcome: o, err: err, attempts: r.attempts, started: started, finished: now}
 }
 
 // request handles a trigger of rev for ks. It returns the run a ticket
 // should hold (nil when rev is live already, or when the caller does not
 // wait) and a run the caller must execute.
-func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now time.Time, evs *events) (ticket, start *run) {
+func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *instant, evs *events) (ticket, start *run) {
 	// Join: rev is where the key is heading.
 	if p := ks.pending; p != nil && p.rev == rev {
 		p.force = p.force || force
-		p.last = now
-		evs.add(Event{Kind: EventCoalesced, Key: ks.key, Revision: rev, Attempt: p.attempts, Time: now})
+		if ks.policy.Quiet > 0 {
+			p.w().last = now.get()
+		}
+		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
+			ev.Attempt = p.attempts
+		}
 		return p.waiter(wait), nil
 	}
 	if r := ks.running; ks.pending == nil && r != nil && !r.canceled && r.rev == rev {
-		evs.add(Event{Kind: EventCoalesced, Key: ks.key, Revision: rev, Attempt: r.attempts, Time: now})
+		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
+			ev.Attempt = r.attempts
+		}
 		return r.waiter(wait), nil
 	}
 	if ks.pending == nil && ks.running == nil && ks.loaded && ks.live == rev && !force {
-		evs.add(Event{Kind: EventUnchanged, Key: ks.key, Revision: rev, Time: now})
+		evs.add(EventUnchanged, ks.key, rev, now)
 		return nil, nil
 	}
 
@@ -135,14 +150,22 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now time
 	// tickets of the old one move with it.
 	if p := ks.pending; p != nil {
 		old := p.rev
-		p.rev, p.force, p.last = rev, force, now
+		p.rev, p.force = rev, force
+		if ks.policy.Quiet > 0 {
+			p.w().last = now.get()
+		}
 		ks.replaced++
-		evs.add(Event{Kind: EventCoalesced, Key: ks.key, Revision: rev, Replaced: old, Time: now})
+		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
+			ev.Replaced = old
+		}
 		if p.attempts > 0 {
 			// It was a failed run waiting for its retry: the newer
 			// revision replaces the retry and starts afresh.
-			p.attempts, p.retryAt, p.first = 0, time.Time{}, now
-			p.started = time.Time{}
+			p.attempts, p.started = 0, time.Time{}
+			p.w().retryAt = time.Time{}
+			if ks.policy.Quiet > 0 {
+				p.w().first = p.w().last
+			}
 			return p.waiter(wait), m.schedule(ks, now, evs)
 		}
 		if ks.running == nil {
@@ -154,15 +177,21 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now time
 	}
 
 	// Queue: rev becomes the pending revision.
-	p := &run{rev: rev, force: force, first: now, last: now}
+	p := &run{rev: rev, force: force}
+	if ks.policy.Quiet > 0 {
+		p.w().first = now.get()
+		p.w().last = p.w().first
+	}
 	ks.pending = p
-	evs.add(Event{Kind: EventQueued, Key: ks.key, Revision: rev, Time: now})
+	evs.add(EventQueued, ks.key, rev, now)
 	if r := ks.running; r != nil && ks.policy.CancelInProgress && !r.canceled {
 		r.canceled = true
 		if r.cancel != nil {
 			r.cancel()
 		}
-		evs.add(Event{Kind: EventCanceled, Key: ks.key, Revision: rev, Replaced: r.rev, Attempt: r.attempts, Time: now})
+		if ev := evs.add(EventCanceled, ks.key, rev, now); ev != nil {
+			ev.Replaced, ev.Attempt = r.rev, r.attempts
+		}
 	}
 	return p.waiter(wait), m.schedule(ks, now, evs)
 }
@@ -171,7 +200,7 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now time
 // and the concurrency limit allow it now. Otherwise it arms a timer for when
 // the policy will allow it, or queues ks for a slot. It returns the run the
 // caller must execute, if one started.
-func (m *Manager) schedule(ks *keyState, now time.Time, evs *events) *run {
+func (m *Manager) schedule(ks *keyState, now *instant, evs *events) *run {
 	p := ks.pending
 	if p == nil || ks.running != nil || m.closed {
 		return nil
@@ -181,12 +210,12 @@ func (m *Manager) schedule(ks *keyState, now time.Time, evs *events) *run {
 		// triggered and the newer run failed): nothing to deploy.
 		ks.pending = nil
 		m.disarm(p)
-		evs.add(Event{Kind: EventUnchanged, Key: ks.key, Revision: p.rev, Time: now})
-		settle(p, p.result(Unchanged, nil, now))
+		evs.add(EventUnchanged, ks.key, p.rev, now)
+		settle(p, Unchanged, nil, now)
 		return nil
 	}
-	if at := ks.startAt(p); at.After(now) {
-		m.arm(ks, p, at, now)
+	if at := ks.startAt(p); !at.IsZero() && at.After(now.get()) {
+		m.arm(ks, p, at, now.get())
 		return nil
 	}
 	m.disarm(p)
@@ -203,14 +232,17 @@ func (m *Manager) schedule(ks *keyState, now time.Time, evs *events) *run {
 // startAt is the earliest time the pending run p may start.
 func (ks *keyState) startAt(p *run) time.Time {
 	pol := ks.policy
-	at := p.retryAt
+	var at time.Time
+	if p.wait != nil {
+		at = p.wait.retryAt
+	}
 	if pol.MinInterval > 0 && !ks.lastStarted.IsZero() {
 		at = later(at, ks.lastStarted.Add(pol.MinInterval))
 	}
 	if pol.Quiet > 0 {
-		quiet := p.last.Add(pol.Quiet)
+		quiet := p.wait.last.Add(pol.Quiet)
 		if pol.MaxDelay > 0 {
-			if bound := p.first.Add(pol.MaxDelay); bound.Before(quiet) {
+			if bound := p.wait.first.Add(pol.MaxDelay); bound.Before(quiet) {
 				quiet = bound
 			}
 		}
@@ -227,7 +259,7 @@ func later(a, b time.Time) time.Time {
 }
 
 // start moves the pending run of ks to running and takes a concurrency slot.
-func (m *Manager) start(ks *keyState, now time.Time, evs *events) *run {
+func (m *Manager) start(ks *keyState, now *instant, evs *events) *run {
 	p := ks.pending
 	ks.pending = nil
 	ks.running = p
@@ -241,19 +273,21 @@ func (m *Manager) start(ks *keyState, now time.Time, evs *events) *run {
 }
 
 // begin starts an attempt of the running run r.
-func (m *Manager) begin(ks *keyState, r *run, now time.Time, evs *events) {
+func (m *Manager) begin(ks *keyState, r *run, now *instant, evs *events) {
 	r.attempts++
+	r.attemptStarted = now.get()
 	if r.attempts == 1 {
-		r.started = now
+		r.started = r.attemptStarted
 	}
-	r.attemptStarted = now
 	ks.runs++
-	ks.lastStarted = now
+	ks.lastStarted = r.attemptStarted
 	r.ctx, r.cancel = m.attemptContext(ks.policy)
 	if r.canceled && r.cancel != nil {
 		r.cancel() // a newer revision arrived while the Store was read
 	}
-	evs.add(Event{Kind: EventStarted, Key: ks.key, Revision: r.rev, Attempt: r.attempts, Time: now})
+	if ev := evs.add(EventStarted, ks.key, r.rev, now); ev != nil {
+		ev.Attempt = r.attempts
+	}
 }
 
 // attemptContext returns the context of one attempt. Runs that need no
@@ -303,75 +337,78 @@ func (c *deadlineCtx) Err() error {
 
 // finish records the end of an attempt of the running run r, which returned
 // err.
-func (m *Manager) finish(ks *keyState, r *run, err error, now time.Time, evs *events) {
+func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *events) {
 	ks.running = nil
 	m.active--
-	ks.lastFinished = now
-	dur := now.Sub(r.attemptStarted)
+	ks.lastFinished = now.get()
+	dur := ks.lastFinished.Sub(r.attemptStarted)
 	r.ctx, r.cancel = nil, nil
 	if err == nil {
 		ks.live, ks.loaded, ks.lastErr = r.rev, true, nil
 		ks.deployed++
-		evs.add(Event{Kind: EventSucceeded, Key: ks.key, Revision: r.rev, Attempt: r.attempts, Duration: dur, Time: now})
+		if ev := evs.add(EventSucceeded, ks.key, r.rev, now); ev != nil {
+			ev.Attempt, ev.Duration = r.attempts, dur
+		}
 		if p := ks.pending; p != nil && p.rev == r.rev && !p.force {
 			// Triggered again while it ran: this run covers it.
 			ks.pending = nil
 			m.disarm(p)
 			r.absorbed = append(r.absorbed, p)
 		}
-		settle(r, r.result(Deployed, nil, now))
+		settle(r, Deployed, nil, now)
 		return
 	}
 
 	ks.lastErr = err
 	ks.failed++
-	fail := Event{Kind: EventFailed, Key: ks.key, Revision: r.rev, Attempt: r.attempts, Err: err, Duration: dur, Time: now}
 	switch {
 	case m.closed:
 		o := Failed
 		if m.base.Err() != nil { // Close canceled it
 			o, err = Aborted, fmt.Errorf("%w: %w", ErrClosed, err)
 		}
-		evs.add(fail)
-		settle(r, r.result(o, err, now))
+		evs.failed(ks, r, err, dur, now)
+		settle(r, o, err, now)
 	case ks.pending != nil:
 		// A newer revision is pending: it replaces any retry, and the
 		// tickets of r settle with it.
-		evs.add(fail)
+		evs.failed(ks, r, err, dur, now)
 		ks.pending.absorbed = append(ks.pending.absorbed, r)
 	case r.attempts < ks.policy.Retry.MaxAttempts:
 		delay := ks.policy.Retry.backoff(r.attempts)
 		if j := ks.policy.Retry.Jitter; j > 0 {
 			delay -= time.Duration(j * rand.Float64() * float64(delay))
 		}
-		r.retryAt = now.Add(delay)
+		r.w().retryAt = now.get().Add(delay)
 		r.canceled = false
 		ks.pending = r
-		evs.add(Event{Kind: EventRetrying, Key: ks.key, Revision: r.rev, Attempt: r.attempts, Err: err, Duration: dur, Delay: delay, Time: now})
+		if ev := evs.add(EventRetrying, ks.key, r.rev, now); ev != nil {
+			ev.Attempt, ev.Err, ev.Duration, ev.Delay = r.attempts, err, dur, delay
+		}
 	default:
-		evs.add(fail)
-		settle(r, r.result(Failed, err, now))
+		evs.failed(ks, r, err, dur, now)
+		settle(r, Failed, err, now)
 	}
 }
 
 // finishUnchanged ends the running run r without an attempt: the Store says
 // its revision is live already.
-func (m *Manager) finishUnchanged(ks *keyState, r *run, now time.Time, evs *events) {
+func (m *Manager) finishUnchanged(ks *keyState, r *run, now *instant, evs *events) {
 	ks.running = nil
 	m.active--
-	evs.add(Event{Kind: EventUnchanged, Key: ks.key, Revision: r.rev, Time: now})
+	evs.add(EventUnchanged, ks.key, r.rev, now)
 	if p := ks.pending; p != nil && p.rev == r.rev && !p.force {
 		ks.pending = nil
 		m.disarm(p)
 		r.absorbed = append(r.absorbed, p)
 	}
-	settle(r, r.result(Unchanged, nil, now))
+	settle(r, Unchanged, nil, now)
 }
 
 // afterRun is called when a run of ks released its slot: it starts the next
 // run of ks, and hands free slots to queued keys in FIFO order. It returns
 // the run of ks the caller must execute next.
-func (m *Manager) afterRun(ks *keyState, now time.Time, evs *events) *run {
+func (m *Manager) afterRun(ks *keyState, now *instant, evs *events) *run {
 	next := m.schedule(ks, now, evs)
 	for m.maxConcurrent > 0 && m.active < m.maxConcurrent && len(m.queue) > 0 && !m.closed {
 		q := m.queue[0]
@@ -392,7 +429,7 @@ func (m *Manager) afterRun(ks *keyState, now time.Time, evs *events) *run {
 }
 
 // abort drops the pending run of ks (Close).
-func (m *Manager) abort(ks *keyState, now time.Time, evs *events) {
+func (m *Manager) abort(ks *keyState, now *instant, evs *events) {
 	ks.queued = false
 	p := ks.pending
 	if p == nil {
@@ -400,33 +437,40 @@ func (m *Manager) abort(ks *keyState, now time.Time, evs *events) {
 	}
 	ks.pending = nil
 	m.disarm(p)
-	evs.add(Event{Kind: EventAborted, Key: ks.key, Revision: p.rev, Attempt: p.attempts, Time: now})
-	settle(p, p.result(Aborted, ErrClosed, now))
+	if ev := evs.add(EventAborted, ks.key, p.rev, now); ev != nil {
+		ev.Attempt = p.attempts
+	}
+	settle(p, Aborted, ErrClosed, now)
 }
 
 // arm makes sure a timer fires for ks's pending run p no later than at.
 func (m *Manager) arm(ks *keyState, p *run, at, now time.Time) {
-	if p.timer != nil {
-		if !p.timerAt.After(at) {
+	w := p.w()
+	if w.timer != nil {
+		if !w.timerAt.After(at) {
 			return // it fires in time, and fire schedules again
 		}
-		if !p.timer.Stop() {
+		if !w.timer.Stop() {
 			return // firing right now: fire schedules again
 		}
 		m.wg.Done()
 	}
-	p.timerGen++
-	gen := p.timerGen
-	p.timerAt = at
+	w.timerGen++
+	gen := w.timerGen
+	w.timerAt = at
 	m.wg.Add(1)
-	p.timer = m.clock.AfterFunc(at.Sub(now), func() { m.fire(ks, p, gen) })
+	w.timer = m.clock.AfterFunc(at.Sub(now), func() { m.fire(ks, p, gen) })
 }
 
 func (m *Manager) disarm(p *run) {
-	if p.timer != nil && p.timer.Stop() {
+	w := p.wait
+	if w == nil {
+		return
+	}
+	if w.timer != nil && w.timer.Stop() {
 		m.wg.Done()
 	}
-	p.timer = nil
+	w.timer = nil
 }
 
 // fire is the timer callback of a pending run that waited for its start.
@@ -435,12 +479,13 @@ func (m *Manager) fire(ks *keyState, p *run, gen uint32) {
 	var evs events
 	evs.on = m.notify
 	m.mu.Lock()
-	if p.timer == nil || p.timerGen != gen || ks.pending != p {
+	if w := p.wait; w.timer == nil || w.timerGen != gen || ks.pending != p {
 		m.mu.Unlock()
 		return
 	}
-	p.timer = nil
-	if r := m.schedule(ks, m.clock.Now(), &evs); r != nil {
+	p.wait.timer = nil
+	now := instant{c: m.clock}
+	if r := m.schedule(ks, &now, &evs); r != nil {
 		m.spawn(ks, r)
 	}
 	m.mu.Unlock()

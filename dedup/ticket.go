@@ -80,7 +80,7 @@ func (t *Ticket) Result() Result {
 	default:
 		return Result{}
 	}
-	r := t.run.res
+	r := t.run.by
 	res := Result{Key: t.key, Requested: t.requested, Revision: r.rev, Outcome: r.outcome, Err: r.err,
 		Attempts: r.attempts, Started: r.started, Finished: r.finished}
 	if t.requested != r.rev && (r.outcome == Deployed || r.outcome == Unchanged) {
