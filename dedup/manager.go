@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,14 +36,34 @@ type Manager struct {
 
 	// wg counts the goroutines that deploy and the armed timers, so that
 	// Close can wait for all of them.
-	wg sync.WaitGroup
+	wg counter
 
-	mu       sync.Mutex
-	closed   bool
-	keys     map[string]*keyState
+	closed atomic.Bool
+	seed   maphash.Seed
+	shards [numShards]shard // the keys, striped so that keys rarely share a lock
+
+	policyMu sync.Mutex
 	policies map[Policy]*Policy // one copy of each distinct policy
-	active   int                // runs holding a concurrency slot
-	queue    []*keyState        // keys ready to start, waiting for a slot (FIFO)
+
+	// With WithMaxConcurrent: the slots taken and the keys ready to start
+	// that wait for one, in FIFO order. Lock order: shard, then slotMu.
+	slotMu sync.Mutex
+	active int
+	queue  []*keyState
+}
+
+const numShards = 64
+
+// shard guards the state of the keys that hash to it. Deploys of keys in
+// different shards never contend for a lock.
+type shard struct {
+	mu   sync.Mutex
+	keys map[string]*keyState
+	_    [64 - 16]byte // one cache line each
+}
+
+func (m *Manager) shard(key string) *shard {
+	return &m.shards[maphash.String(m.seed, key)%numShards]
 }
 
 // New returns a Manager that deploys with d. It returns an error wrapping
@@ -73,8 +95,11 @@ func New(d Deployer, opts ...Option) (*Manager, error) {
 		observer:      cfg.observer,
 		logger:        cfg.logger,
 		notify:        cfg.observer != nil || cfg.logger != nil,
-		keys:          make(map[string]*keyState),
+		seed:          maphash.MakeSeed(),
 		policies:      make(map[Policy]*Policy),
+	}
+	for i := range m.shards {
+		m.shards[i].keys = make(map[string]*keyState)
 	}
 	m.defaultPolicy = m.intern(cfg.policy)
 	m.base, m.cancelBase = context.WithCancel(context.Background())
@@ -139,10 +164,11 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 	}
 	var evs events
 	evs.on = m.notify
-	m.mu.Lock()
-	ks, err := m.key(key)
+	sh := m.shard(key)
+	sh.mu.Lock()
+	ks, err := m.key(sh, key)
 	if err != nil {
-		m.mu.Unlock()
+		sh.mu.Unlock()
 		return nil, time.Time{}, err
 	}
 	now := instant{c: m.clock}
@@ -150,7 +176,7 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 	if start != nil {
 		m.spawn(ks, start)
 	}
-	m.mu.Unlock()
+	sh.mu.Unlock()
 	m.emit(&evs)
 	if wait && r == nil {
 		return nil, now.get(), nil // settled at once: the ticket needs the time
@@ -159,37 +185,39 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 }
 
 // key returns the state of key, creating it if needed. It is called with
-// m.mu held, and releases it while it calls the key policy function.
-func (m *Manager) key(key string) (*keyState, error) {
-	if m.closed {
+// sh.mu held, and releases it while it calls the key policy function.
+func (m *Manager) key(sh *shard, key string) (*keyState, error) {
+	if m.closed.Load() {
 		return nil, ErrClosed
 	}
-	if ks := m.keys[key]; ks != nil {
+	if ks := sh.keys[key]; ks != nil {
 		return ks, nil
 	}
 	pol := m.defaultPolicy
 	if m.keyPolicy != nil {
-		m.mu.Unlock()
+		sh.mu.Unlock()
 		p := m.keyPolicy(key)
-		m.mu.Lock()
+		sh.mu.Lock()
 		if err := p.validate(); err != nil {
 			return nil, fmt.Errorf("policy of key %q: %w", key, err)
 		}
-		if m.closed {
+		if m.closed.Load() {
 			return nil, ErrClosed
 		}
-		if ks := m.keys[key]; ks != nil { // created while the lock was released
+		if ks := sh.keys[key]; ks != nil { // created while the lock was released
 			return ks, nil
 		}
 		pol = m.intern(p)
 	}
 	key = strings.Clone(key) // do not retain the caller's buffer
-	ks := &keyState{key: key, policy: pol, loaded: m.store == nil}
-	m.keys[key] = ks
+	ks := &keyState{key: key, shard: sh, policy: pol, loaded: m.store == nil}
+	sh.keys[key] = ks
 	return ks, nil
 }
 
 func (m *Manager) intern(p Policy) *Policy {
+	m.policyMu.Lock()
+	defer m.policyMu.Unlock()
 	p.Retry = p.Retry.withDefaults()
 	if q := m.policies[p]; q != nil {
 		return q
@@ -202,9 +230,10 @@ func (m *Manager) intern(p Policy) *Policy {
 // Status returns the state of key, and false if key was never triggered.
 // It does not block on deploys.
 func (m *Manager) Status(key string) (Status, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ks := m.keys[key]
+	sh := m.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ks := sh.keys[key]
 	if ks == nil {
 		return Status{}, false
 	}
@@ -213,12 +242,15 @@ func (m *Manager) Status(key string) (Status, bool) {
 
 // Statuses returns the state of every key ever triggered, sorted by key.
 func (m *Manager) Statuses() []Status {
-	m.mu.Lock()
-	out := make([]Status, 0, len(m.keys))
-	for _, ks := range m.keys {
-		out = append(out, m.status(ks))
+	var out []Status
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		for _, ks := range sh.keys {
+			out = append(out, m.status(ks))
+		}
+		sh.mu.Unlock()
 	}
-	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b Status) int { return cmp.Compare(a.Key, b.Key) })
 	return out
 }
@@ -235,55 +267,72 @@ func (m *Manager) Statuses() []Status {
 func (m *Manager) Close(ctx context.Context) error {
 	var evs events
 	evs.on = m.notify
-	m.mu.Lock()
-	if !m.closed {
-		m.closed = true
-		now := instant{c: m.clock}
-		for _, ks := range m.keys {
-			m.abort(ks, &now, &evs)
+	if m.closed.CompareAndSwap(false, true) {
+		// No key can be created or start now: both check closed
+		// under their shard's lock, taken here after it was set.
+		m.slotMu.Lock()
+		for _, ks := range m.queue {
+			ks.queued = false
 		}
 		m.queue = nil
+		m.slotMu.Unlock()
+		now := instant{c: m.clock}
+		for i := range m.shards {
+			sh := &m.shards[i]
+			sh.mu.Lock()
+			for _, ks := range sh.keys {
+				m.abort(ks, &now, &evs)
+			}
+			sh.mu.Unlock()
+		}
+		m.emit(&evs)
 	}
-	m.mu.Unlock()
-	m.emit(&evs)
 
-	done := make(chan struct{})
-	go func() {
-		m.wg.Wait()
-		close(done)
-	}()
 	select {
-	case <-done:
+	case <-m.wg.idle():
+		return nil // nothing ran: a done ctx does not matter
+	default:
+	}
+	select {
+	case <-m.wg.idle():
 		return nil
 	case <-ctx.Done():
 		m.cancelBase()
-		<-done
+		<-m.wg.idle()
 		return ctx.Err()
 	}
 }
 
-// spawn starts a goroutine that deploys r, and the follow-ups of ks after it.
-// It is called with m.mu held.
+// spawn starts a goroutine that deploys r, and the runs that may start when
+// it ends. It is called with the shard of ks locked, or from a goroutine that
+// spawn started.
 func (m *Manager) spawn(ks *keyState, r *run) {
 	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		for r != nil {
-			r = m.execute(ks, r)
-		}
-	}()
+	go m.work(ks, r)
 }
 
-// execute performs one attempt of r, then records its end. It returns the
-// next run of ks if that may start at once, for the caller to execute in the
-// same goroutine.
-func (m *Manager) execute(ks *keyState, r *run) *run {
+func (m *Manager) work(ks *keyState, r *run) {
+	defer m.wg.Done()
+	for r != nil {
+		ks, r = m.execute(ks, r)
+	}
+}
+
+// execute performs one attempt of r, then records its end. It returns a run
+// that may start at once (the next of ks, or of a key that was waiting for
+// the concurrency slot r released), for the caller to execute in the same
+// goroutine.
+func (m *Manager) execute(ks *keyState, r *run) (*keyState, *run) {
 	if r.needLoad {
-		if next, done := m.load(ks, r); done {
-			return next
+		if done := m.load(ks, r); done {
+			return m.next(ks)
 		}
 	}
-	err := callDeploy(r.ctx, m.deployer, ks.key, r.rev)
+	ctx := r.ctx
+	if ctx == nil {
+		ctx = m.base
+	}
+	err := callDeploy(ctx, m.deployer, ks.key, r.rev)
 	if r.cancel != nil {
 		r.cancel()
 	}
@@ -296,7 +345,7 @@ func (m *Manager) execute(ks *keyState, r *run) *run {
 	evs.on = m.notify
 	now := instant{c: m.clock}
 	now.get() // outside the lock: it is needed, and the lock is shared
-	m.mu.Lock()
+	ks.shard.mu.Lock()
 	if saveErr != nil {
 		ks.storeErr = saveErr
 		if ev := evs.add(EventStoreFailed, ks.key, r.rev, &now); ev != nil {
@@ -304,32 +353,51 @@ func (m *Manager) execute(ks *keyState, r *run) *run {
 		}
 	}
 	m.finish(ks, r, err, &now, &evs)
-	next := m.afterRun(ks, &now, &evs)
-	m.mu.Unlock()
+	ks.shard.mu.Unlock()
 	m.emit(&evs)
-	return next
+	return m.next(ks)
+}
+
+// next is called when a run of ks ended and released its slot: it starts
+// the next run of ks, and passes the slot to the key that waited longest for
+// one. It returns a run for the caller to execute.
+func (m *Manager) next(ks *keyState) (*keyState, *run) {
+	var evs events
+	evs.on = m.notify
+	now := instant{c: m.clock}
+	grant := m.releaseSlot()
+	ks.shard.mu.Lock()
+	r := m.schedule(ks, &now, &evs)
+	ks.shard.mu.Unlock()
+	gks, gr := m.handOver(grant, &now, &evs)
+	m.emit(&evs)
+	switch {
+	case r == nil:
+		return gks, gr
+	case gr != nil:
+		m.spawn(gks, gr)
+	}
+	return ks, r
 }
 
 // load asks the Store for the live revision of ks before its first deploy.
-// It reports done when r was settled without a deploy (or the attempt could
-// not begin), with the run to execute next.
-func (m *Manager) load(ks *keyState, r *run) (next *run, done bool) {
+// It reports done when r was settled without a deploy.
+func (m *Manager) load(ks *keyState, r *run) (done bool) {
 	rev, ok, err := m.store.Load(m.base, ks.key)
 	var evs events
 	evs.on = m.notify
-	m.mu.Lock()
+	ks.shard.mu.Lock()
 	defer func() {
-		m.mu.Unlock()
+		ks.shard.mu.Unlock()
 		m.emit(&evs)
 	}()
 	now := &instant{c: m.clock}
 	r.needLoad = false
-	if m.closed {
+	if m.closed.Load() {
 		ks.running = nil
-		m.active--
 		evs.add(EventAborted, ks.key, r.rev, now)
 		settle(r, Aborted, ErrClosed, now)
-		return nil, true
+		return true
 	}
 	switch {
 	case err != nil:
@@ -344,10 +412,10 @@ func (m *Manager) load(ks *keyState, r *run) (next *run, done bool) {
 	}
 	if ks.loaded && rev == r.rev && !r.force {
 		m.finishUnchanged(ks, r, now, &evs)
-		return m.afterRun(ks, now, &evs), true
+		return true
 	}
 	m.begin(ks, r, now, &evs)
-	return nil, false
+	return false
 }
 
 func (m *Manager) emit(evs *events) {
@@ -402,4 +470,40 @@ func (n *instant) get() time.Time {
 		n.t, n.ok = n.c.Now(), true
 	}
 	return n.t
+}
+
+// counter counts the goroutines and armed timers of a Manager; unlike a
+// sync.WaitGroup, it can be waited on in a select. Counting is one atomic
+// add; the lock is taken only when the count drops to zero.
+type counter struct {
+	n    atomic.Int64
+	mu   sync.Mutex
+	zero chan struct{} // made by idle while the count is above zero
+}
+
+func (c *counter) Add(d int) {
+	if c.n.Add(int64(d)) != 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.zero != nil && c.n.Load() == 0 {
+		close(c.zero)
+		c.zero = nil
+	}
+	c.mu.Unlock()
+}
+
+func (c *counter) Done() { c.Add(-1) }
+
+// idle returns a channel closed once the count is zero.
+func (c *counter) idle() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n.Load() == 0 {
+		return closed
+	}
+	if c.zero == nil {
+		c.zero = make(chan struct{})
+	}
+	return c.zero
 }

@@ -9,8 +9,8 @@ import (
 )
 
 // This file is the per-key state machine. A key holds at most one running
-// run and one pending run. Every transition below is called with
-// Manager.mu held and never calls user code except the Clock.
+// run and one pending run. Every transition below is called with the lock
+// of the key's shard held and never calls user code except the Clock.
 //
 //	request:  a trigger joins the pending or running revision, is found
 //	          live already, replaces (supersedes) the pending revision, or
@@ -27,10 +27,11 @@ import (
 // keyState is the state of one key. An idle key holds only this struct.
 type keyState struct {
 	key     string
+	shard   *shard  // whose lock guards this state
 	policy  *Policy // interned: shared by every key with an equal policy
 	live    Revision
 	loaded  bool // live is known: the Store was read or a deploy succeeded
-	queued  bool // in Manager.queue, waiting for a concurrency slot
+	queued  bool // in Manager.queue, waiting for a concurrency slot; guarded by slotMu
 	running *run
 	pending *run
 
@@ -202,7 +203,7 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *ins
 // caller must execute, if one started.
 func (m *Manager) schedule(ks *keyState, now *instant, evs *events) *run {
 	p := ks.pending
-	if p == nil || ks.running != nil || m.closed {
+	if p == nil || ks.running != nil || m.closed.Load() {
 		return nil
 	}
 	if ks.loaded && p.rev == ks.live && !p.force {
@@ -219,14 +220,66 @@ func (m *Manager) schedule(ks *keyState, now *instant, evs *events) *run {
 		return nil
 	}
 	m.disarm(p)
-	if m.maxConcurrent > 0 && (m.active >= m.maxConcurrent || len(m.queue) > 0) {
-		if !ks.queued {
-			ks.queued = true
-			m.queue = append(m.queue, ks)
-		}
+	if !m.takeSlot(ks) {
 		return nil
 	}
 	return m.start(ks, now, evs)
+}
+
+// takeSlot takes a concurrency slot for ks, or queues ks for one.
+func (m *Manager) takeSlot(ks *keyState) bool {
+	if m.maxConcurrent == 0 {
+		return true
+	}
+	m.slotMu.Lock()
+	defer m.slotMu.Unlock()
+	if m.active < m.maxConcurrent && len(m.queue) == 0 {
+		m.active++
+		return true
+	}
+	if !ks.queued {
+		ks.queued = true
+		m.queue = append(m.queue, ks)
+	}
+	return false
+}
+
+// releaseSlot gives up a slot. If a key waits for one, the slot passes to
+// it, and releaseSlot returns it for the caller to hand the slot over.
+// It is called with no shard locked.
+func (m *Manager) releaseSlot() *keyState {
+	if m.maxConcurrent == 0 {
+		return nil
+	}
+	m.slotMu.Lock()
+	defer m.slotMu.Unlock()
+	if len(m.queue) > 0 {
+		ks := m.queue[0]
+		m.queue[0] = nil
+		m.queue = m.queue[1:]
+		ks.queued = false
+		return ks
+	}
+	m.active--
+	return nil
+}
+
+// handOver starts the pending run of ks with the slot passed to it. If ks
+// has nothing to start any more, the slot passes on. It is called with no
+// shard locked and returns the run the caller must execute.
+func (m *Manager) handOver(ks *keyState, now *instant, evs *events) (*keyState, *run) {
+	for ks != nil {
+		sh := ks.shard
+		sh.mu.Lock()
+		if ks.pending != nil && ks.running == nil && !m.closed.Load() {
+			r := m.start(ks, now, evs)
+			sh.mu.Unlock()
+			return ks, r
+		}
+		sh.mu.Unlock()
+		ks = m.releaseSlot()
+	}
+	return nil, nil
 }
 
 // startAt is the earliest time the pending run p may start.
@@ -261,9 +314,9 @@ func later(a, b time.Time) time.Time {
 // start moves the pending run of ks to running and takes a concurrency slot.
 func (m *Manager) start(ks *keyState, now *instant, evs *events) *run {
 	p := ks.pending
+	m.disarm(p) // it may have waited for a slot and a timer at once
 	ks.pending = nil
 	ks.running = p
-	m.active++
 	if !ks.loaded {
 		p.needLoad = true // the goroutine reads the Store, then begins
 		return p
@@ -339,7 +392,6 @@ func (c *deadlineCtx) Err() error {
 // err.
 func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *events) {
 	ks.running = nil
-	m.active--
 	ks.lastFinished = now.get()
 	dur := ks.lastFinished.Sub(r.attemptStarted)
 	r.ctx, r.cancel = nil, nil
@@ -362,7 +414,7 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 	ks.lastErr = err
 	ks.failed++
 	switch {
-	case m.closed:
+	case m.closed.Load():
 		o := Failed
 		if m.base.Err() != nil { // Close canceled it
 			o, err = Aborted, fmt.Errorf("%w: %w", ErrClosed, err)
@@ -395,7 +447,6 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 // its revision is live already.
 func (m *Manager) finishUnchanged(ks *keyState, r *run, now *instant, evs *events) {
 	ks.running = nil
-	m.active--
 	evs.add(EventUnchanged, ks.key, r.rev, now)
 	if p := ks.pending; p != nil && p.rev == r.rev && !p.force {
 		ks.pending = nil
@@ -405,32 +456,8 @@ func (m *Manager) finishUnchanged(ks *keyState, r *run, now *instant, evs *event
 	settle(r, Unchanged, nil, now)
 }
 
-// afterRun is called when a run of ks released its slot: it starts the next
-// run of ks, and hands free slots to queued keys in FIFO order. It returns
-// the run of ks the caller must execute next.
-func (m *Manager) afterRun(ks *keyState, now *instant, evs *events) *run {
-	next := m.schedule(ks, now, evs)
-	for m.maxConcurrent > 0 && m.active < m.maxConcurrent && len(m.queue) > 0 && !m.closed {
-		q := m.queue[0]
-		m.queue[0] = nil
-		m.queue = m.queue[1:]
-		q.queued = false
-		if q.pending == nil || q.running != nil {
-			continue
-		}
-		r := m.start(q, now, evs)
-		if q == ks && next == nil {
-			next = r
-		} else {
-			m.spawn(q, r)
-		}
-	}
-	return next
-}
-
 // abort drops the pending run of ks (Close).
 func (m *Manager) abort(ks *keyState, now *instant, evs *events) {
-	ks.queued = false
 	p := ks.pending
 	if p == nil {
 		return
@@ -478,9 +505,9 @@ func (m *Manager) fire(ks *keyState, p *run, gen uint32) {
 	defer m.wg.Done()
 	var evs events
 	evs.on = m.notify
-	m.mu.Lock()
+	ks.shard.mu.Lock()
 	if w := p.wait; w.timer == nil || w.timerGen != gen || ks.pending != p {
-		m.mu.Unlock()
+		ks.shard.mu.Unlock()
 		return
 	}
 	p.wait.timer = nil
@@ -488,7 +515,7 @@ func (m *Manager) fire(ks *keyState, p *run, gen uint32) {
 	if r := m.schedule(ks, &now, &evs); r != nil {
 		m.spawn(ks, r)
 	}
-	m.mu.Unlock()
+	ks.shard.mu.Unlock()
 	m.emit(&evs)
 }
 
@@ -503,7 +530,12 @@ func (m *Manager) status(ks *keyState) Status {
 		s.Running, s.Attempt = r.rev, r.attempts
 	}
 	if p := ks.pending; p != nil {
-		s.Pending, s.Queued = p.rev, ks.queued
+		s.Pending = p.rev
+		if m.maxConcurrent > 0 {
+			m.slotMu.Lock()
+			s.Queued = ks.queued
+			m.slotMu.Unlock()
+		}
 		if ks.running == nil {
 			s.Attempt = p.attempts
 			s.NextStart = ks.startAt(p)

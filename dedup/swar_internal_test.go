@@ -1,5 +1,7 @@
 package dedup
+
 import "testing"
+
 func TestPrintableASCIIExhaustive(t *testing.T) {
 	for pos := 0; pos < 9; pos++ {
 		for c := 0; c < 256; c++ {
