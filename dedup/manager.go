@@ -347,7 +347,7 @@ func (m *Manager) execute(ks *keyState, r *run) (*keyState, *run) {
 	now.get() // outside the lock: it is needed, and the lock is shared
 	ks.shard.mu.Lock()
 	if saveErr != nil {
-		ks.storeErr = saveErr
+		ks.err().store = saveErr
 		if ev := evs.add(EventStoreFailed, ks.key, r.rev, &now); ev != nil {
 			ev.Err = fmt.Errorf("save: %w", saveErr)
 		}
@@ -401,7 +401,7 @@ func (m *Manager) load(ks *keyState, r *run) (done bool) {
 	}
 	switch {
 	case err != nil:
-		ks.storeErr = err
+		ks.err().store = err
 		if ev := evs.add(EventStoreFailed, ks.key, r.rev, now); ev != nil {
 			ev.Err = fmt.Errorf("load: %w", err)
 		}

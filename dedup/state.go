@@ -35,15 +35,26 @@ type keyState struct {
 	running *run
 	pending *run
 
-	lastErr  error
-	storeErr error
-	runs     uint32 // attempts started
+	errs     *keyErrs // nil until the key's first error: most keys never fail
+	runs     uint32   // attempts started
 	deployed uint32
 	failed   uint32 // attempts failed
 	replaced uint32 // pending revisions superseded before they ran
 
 	lastStarted  time.Time
 	lastFinished time.Time
+}
+
+type keyErrs struct {
+	last  error // of the last finished attempt
+	store error // of the Store's last failed Load or Save
+}
+
+func (ks *keyState) err() *keyErrs {
+	if ks.errs == nil {
+		ks.errs = new(keyErrs)
+	}
+	return ks.errs
 }
 
 // run is one intended deploy of one revision: first pending, then running,
@@ -396,7 +407,10 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 	dur := ks.lastFinished.Sub(r.attemptStarted)
 	r.ctx, r.cancel = nil, nil
 	if err == nil {
-		ks.live, ks.loaded, ks.lastErr = r.rev, true, nil
+		ks.live, ks.loaded = r.rev, true
+		if ks.errs != nil {
+			ks.errs.last = nil
+		}
 		ks.deployed++
 		if ev := evs.add(EventSucceeded, ks.key, r.rev, now); ev != nil {
 			ev.Attempt, ev.Duration = r.attempts, dur
@@ -411,7 +425,7 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 		return
 	}
 
-	ks.lastErr = err
+	ks.err().last = err
 	ks.failed++
 	switch {
 	case m.closed.Load():
@@ -522,9 +536,12 @@ func (m *Manager) fire(ks *keyState, p *run, gen uint32) {
 // status is the Status of ks.
 func (m *Manager) status(ks *keyState) Status {
 	s := Status{
-		Key: ks.key, Live: ks.live, LastErr: ks.lastErr, StoreErr: ks.storeErr,
+		Key: ks.key, Live: ks.live,
 		Runs: int(ks.runs), Deployed: int(ks.deployed), Failures: int(ks.failed), Superseded: int(ks.replaced),
 		LastStarted: ks.lastStarted, LastFinished: ks.lastFinished,
+	}
+	if ks.errs != nil {
+		s.LastErr, s.StoreErr = ks.errs.last, ks.errs.store
 	}
 	if r := ks.running; r != nil {
 		s.Running, s.Attempt = r.rev, r.attempts
