@@ -16,7 +16,8 @@ var Epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Clock is a fake dedup.Clock: time moves only when the test calls Advance,
 // AdvanceNext or Set, and due timers fire then, in the goroutine of that
-// call, in order of their deadlines, each with Now at its deadline.
+// call, in order of their deadlines (timers due at the same instant in the
+// order they were armed), each with Now at its deadline.
 //
 // Unlike time.AfterFunc, the callbacks run synchronously: when Advance
 // returns, every timer due by then has fired and its callback has returned.
