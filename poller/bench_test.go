@@ -1,0 +1,132 @@
+package poller_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dedupdeploy/dedupdeploy/dedup"
+	"github.com/dedupdeploy/dedupdeploy/dedup/deduptest"
+	"github.com/dedupdeploy/dedupdeploy/poller"
+)
+
+// armCounter is the time package as a dedup.Clock that closes all once n
+// timers were armed.
+type armCounter struct {
+	n     int64
+	armed atomic.Int64
+	all   chan struct{}
+}
+
+func (c *armCounter) Now() time.Time { return time.Now() }
+
+func (c *armCounter) AfterFunc(d time.Duration, f func()) dedup.Timer {
+	t := time.AfterFunc(d, f)
+	if c.armed.Add(1) == c.n {
+		close(c.all)
+	}
+	return t
+}
+
+type nopTrigger struct{}
+
+func (nopTrigger) Notify(string, dedup.Revision, ...dedup.TriggerOption) error { return nil }
+
+func (nopTrigger) Trigger(string, dedup.Revision, ...dedup.TriggerOption) (*dedup.Ticket, error) {
+	return nil, nil
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// BenchmarkIdleKeys watches 10,000 keys on the real clock, lets each poll
+// once, and measures what the idle keys cost: goroutines and heap bytes per
+// key (the Poller, its map, key states, timers and key strings; the
+// sources are shared). One op is the whole setup and teardown.
+func BenchmarkIdleKeys(b *testing.B) {
+	const n = 10_000
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("stack-%05d", i)
+	}
+	src := poller.SourceFunc(func(context.Context) (dedup.Revision, error) { return "r1", nil })
+	b.ReportAllocs()
+	var goroutines, bytes float64
+	for b.Loop() {
+		g0, h0 := runtime.NumGoroutine(), heapInUse()
+		// Each key arms its first timer at Run and its second after its
+		// first poll; no Timeout, whose timers would count too.
+		clock := &armCounter{n: 2 * n, all: make(chan struct{})}
+		p := poller.New(nopTrigger{}, poller.WithClock(clock))
+		for _, k := range keys {
+			if err := p.Watch(k, src, poller.Every(time.Hour), poller.Jitter(0), poller.Timeout(0)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- p.Run(ctx) }()
+		<-clock.all
+		g1, h1 := runtime.NumGoroutine(), heapInUse()
+		goroutines = float64(g1-g0-1) / n // minus the goroutine of Run
+		bytes = float64(h1-h0) / n
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		runtime.KeepAlive(p)
+	}
+	b.ReportMetric(goroutines, "goroutines/key")
+	b.ReportMetric(bytes, "B/key")
+}
+
+// BenchmarkPollUnchanged is the cost of one poll that finds the revision
+// seen before, with the fake clock.
+func BenchmarkPollUnchanged(b *testing.B) {
+	clock := new(deduptest.Clock)
+	polled := make(chan struct{}, 1)
+	p := poller.New(nopTrigger{}, poller.WithClock(clock), poller.WithObserver(func(poller.Event) { polled <- struct{}{} }))
+	if err := p.Watch("web", constant("r1"), poller.Every(time.Second), poller.Jitter(0), poller.Timeout(0)); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := clock.WaitTimers(ctx, 1); err != nil {
+			b.Fatal(err)
+		}
+		clock.AdvanceNext()
+		<-polled
+	}
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkWatch is the cost of watching a key, before Run.
+func BenchmarkWatch(b *testing.B) {
+	keys := make([]string, 1<<16)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("stack-%05d", i)
+	}
+	src := constant("r1")
+	p := poller.New(nopTrigger{})
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := p.Watch(keys[i%len(keys)], src); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}

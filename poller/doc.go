@@ -1,0 +1,57 @@
+// Package poller watches sources of revisions (a git branch, an HTTP
+// resource, a file) and triggers a dedup.Manager whenever a revision
+// changes. Per key, polls never overlap, a failing source backs off and is
+// reported, never swallowed, and an idle key costs a timer, not a goroutine.
+//
+// Hand the Poller a Manager, watch keys, and run it:
+//
+//	m, err := dedup.New(deployer)
+//	if err != nil {
+//		return err
+//	}
+//	defer m.Close(context.Background())
+//
+//	p := poller.New(m, poller.WithLogger(slog.Default()))
+//	err = p.Watch("web", poller.Git("https://example.com/web.git", "main"), poller.Every(30*time.Second))
+//	if err != nil {
+//		return err
+//	}
+//	return p.Run(ctx) // until ctx ends; call p.PollNow("web") from a webhook
+//
+// # The guarantees, per watched key
+//
+//   - No overlap: a poll starts only after the previous poll of the key
+//     returned; PollNow during a poll asks for one more poll right after
+//     it.
+//   - Spacing: the next poll is Every after the end of the previous one,
+//     times a random factor within ±Jitter, so that many keys spread out.
+//     The first poll comes after a random part of Jitter×Every.
+//   - Changes only: a revision different from the last one the Trigger
+//     accepted is triggered; the same revision is not. The first revision
+//     seen is triggered (a Manager answers Unchanged if it is live).
+//   - Errors are reported: a failed poll is an Event of kind EventError
+//     for the observer and the logger, and Status shows it. The key is
+//     polled again after Every×2^(failures-1), capped by MaxBackoff; a
+//     success resets the backoff. A refused trigger is reported too, and
+//     the revision is triggered again at the next poll.
+//   - Bounded: each Source.Latest call gets a context that ends with Run
+//     and after Timeout (default Every). A panic in a Source or a Trigger
+//     is recovered and reported as an error.
+//   - Watch, Unwatch and PollNow are safe while Run runs. After Unwatch
+//     returns, the key is not triggered again.
+//   - Run owns every goroutine: a goroutine exists only while a poll runs,
+//     and when Run returns, none is left, and no timer either.
+//
+// # Sources
+//
+// Git reports the commit at the tip of a branch or tag (`git ls-remote`,
+// no shell, no prompts). HTTP reports a Docker-Content-Digest, a strong
+// ETag or a body hash, with conditional requests. File reports a hash of a
+// file's content. Any function can be a Source with SourceFunc.
+//
+// # Testing
+//
+// WithClock takes the same dedup.Clock as the Manager: with a
+// deduptest.Clock, polls start when the test advances it. Every poll, except
+// one started by PollNow, starts from a timer of that clock.
+package poller

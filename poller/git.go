@@ -1,0 +1,263 @@
+package poller
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/dedupdeploy/dedupdeploy/dedup"
+)
+
+// ErrUnknownRef is wrapped by the error of a GitSource whose remote has no
+// such branch or tag.
+var ErrUnknownRef = errors.New("poller: unknown ref")
+
+// GitSource reports the commit at the tip of a branch or tag of a git
+// remote, as `git ls-remote` sees it; an annotated tag reports the commit
+// it points to, not the tag object. Make one with Git; set its fields before
+// the first poll and do not change them afterwards.
+//
+// It runs the git executable directly, never through a shell, with
+// GIT_TERMINAL_PROMPT=0 and (on Unix) in a session of its own with no
+// controlling terminal, so that a remote asking for credentials fails
+// instead of waiting for someone to type them. When the context is done the
+// whole process group is killed. Credentials come from git's own
+// configuration (credential helpers, SSH keys, Env).
+//
+// A GitSource is safe for concurrent use.
+type GitSource struct {
+	// Remote is a URL (https://, ssh://, git://, file://, scp-like
+	// user@host:path) or a local path. It must not start with "-".
+	Remote string
+	// Ref is a branch or tag name ("main", "v1.2.0"), a full ref
+	// ("refs/heads/main", "refs/tags/v1.2.0") or "HEAD". A short name is
+	// looked up as a branch first, then as a tag. It must not start with
+	// "-" and must be a valid ref name.
+	Ref string
+	// Git is the git executable; empty means "git", looked up in PATH.
+	Git string
+	// Env is added to the process environment of git, e.g.
+	// "GIT_SSH_COMMAND=ssh -i /keys/deploy". GIT_TERMINAL_PROMPT is always
+	// set to 0.
+	Env []string
+}
+
+// Git returns a GitSource for ref of remote. Watch rejects a remote or ref
+// that starts with "-" or is malformed, with an error wrapping
+// dedup.ErrInvalid; so does every call of Latest.
+func Git(remote, ref string) *GitSource {
+	return &GitSource{Remote: remote, Ref: ref}
+}
+
+// Limits on what git may write: ls-remote with exact patterns prints a few
+// lines, and an error message is useful in its first kilobytes.
+const (
+	maxGitOutput = 1 << 20
+	maxGitStderr = 4 << 10
+	// gitWaitDelay bounds the wait for git's output pipes to close after
+	// it was killed, in case a process outside its group holds them.
+	gitWaitDelay = 2 * time.Second
+)
+
+// Latest runs `git ls-remote` and returns the full hexadecimal object name
+// of the commit that Ref points to. It blocks until git exits or ctx is
+// done, in which case git is killed and ctx.Err() is returned (wrapped).
+// An unknown ref is an error wrapping ErrUnknownRef; a missing git
+// executable one wrapping exec.ErrNotFound or fs.ErrNotExist; a failure of
+// git, such as an unreachable remote, one that carries git's exit status and
+// the start of its error output.
+func (g *GitSource) Latest(ctx context.Context) (dedup.Revision, error) {
+	if err := g.check(); err != nil {
+		return "", err
+	}
+	refs := gitCandidates(g.Ref)
+	args := make([]string, 0, 3+2*len(refs))
+	args = append(args, "ls-remote", "--", g.Remote)
+	for _, r := range refs {
+		args = append(args, r)
+		if r != "HEAD" && !strings.HasPrefix(r, "refs/heads/") {
+			args = append(args, r+peeled) // the commit an annotated tag points to
+		}
+	}
+	name := g.Git
+	if name == "" {
+		name = "git"
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
+	env := append(os.Environ(), g.Env...)
+	cmd.Env = append(env, "GIT_TERMINAL_PROMPT=0") // last wins
+	stdout := &boundedBuffer{max: maxGitOutput}
+	stderr := &boundedBuffer{max: maxGitStderr}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.WaitDelay = gitWaitDelay
+	detach(cmd)
+
+	err := cmd.Run()
+	what := "git ls-remote " + redactRemote(g.Remote) + " " + g.Ref
+	switch {
+	case ctx.Err() != nil:
+		return "", fmt.Errorf("%s: %w", what, ctx.Err())
+	case errors.Is(err, exec.ErrNotFound) || (err != nil && cmd.ProcessState == nil && errors.Is(err, fs.ErrNotExist)):
+		return "", fmt.Errorf("%s: git executable not found: %w", what, err)
+	case err != nil:
+		msg := oneLine(stderr.String())
+		if msg == "" {
+			return "", fmt.Errorf("%s: %w", what, err)
+		}
+		return "", fmt.Errorf("%s: %w: %s", what, err, msg)
+	case stdout.truncated:
+		return "", fmt.Errorf("%s: output longer than %d bytes", what, maxGitOutput)
+	}
+	rev, err := parseLsRemote(stdout.Bytes(), refs)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	return rev, nil
+}
+
+const peeled = "^{}"
+
+// gitCandidates returns the full refs that ref may name, in order of
+// preference.
+func gitCandidates(ref string) []string {
+	if ref == "HEAD" || strings.HasPrefix(ref, "refs/") {
+		return []string{ref}
+	}
+	return []string{"refs/heads/" + ref, "refs/tags/" + ref}
+}
+
+// parseLsRemote finds the object of the first of refs that out lists,
+// preferring the peeled line of an annotated tag. Lines are
+// "<object name>\t<ref>".
+func parseLsRemote(out []byte, refs []string) (dedup.Revision, error) {
+	found := make(map[string]string, 2*len(refs))
+	for line := range bytes.Lines(out) {
+		obj, name, ok := strings.Cut(strings.TrimRight(string(line), "\r\n"), "\t")
+		if !ok {
+			continue
+		}
+		found[name] = obj
+	}
+	for _, r := range refs {
+		obj, ok := found[r+peeled]
+		if !ok {
+			obj, ok = found[r]
+		}
+		if !ok {
+			continue
+		}
+		if !isObjectName(obj) {
+			return "", fmt.Errorf("unexpected object name %q for %s", obj, r)
+		}
+		return dedup.Revision(obj), nil
+	}
+	return "", ErrUnknownRef
+}
+
+// isObjectName reports whether s is a full SHA-1 or SHA-256 object name.
+func isObjectName(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (g *GitSource) check() error {
+	switch {
+	case g.Remote == "":
+		return fmt.Errorf("%w: empty git remote", dedup.ErrInvalid)
+	case strings.HasPrefix(g.Remote, "-"):
+		return fmt.Errorf("%w: git remote %q starts with \"-\"", dedup.ErrInvalid, g.Remote)
+	case hasControl(g.Remote):
+		return fmt.Errorf("%w: git remote has a control character", dedup.ErrInvalid)
+	}
+	return checkRef(g.Ref)
+}
+
+// checkRef rejects what git would not accept as a ref name, and anything
+// that ls-remote would read as an option or a pattern.
+func checkRef(ref string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("%w: git ref %q %s", dedup.ErrInvalid, ref, why)
+	}
+	switch {
+	case ref == "":
+		return fmt.Errorf("%w: empty git ref", dedup.ErrInvalid)
+	case strings.HasPrefix(ref, "-"):
+		return bad(`starts with "-"`)
+	case hasControl(ref):
+		return fmt.Errorf("%w: git ref has a control character", dedup.ErrInvalid)
+	case strings.ContainsAny(ref, " ~^:?*[\\"):
+		return bad(`holds one of " ~^:?*[\"`)
+	case strings.Contains(ref, "..") || strings.Contains(ref, "@{") || strings.Contains(ref, "//"):
+		return bad(`holds "..", "@{" or "//"`)
+	case strings.HasPrefix(ref, "/") || strings.HasSuffix(ref, "/") || strings.HasSuffix(ref, ".") || strings.HasSuffix(ref, ".lock"):
+		return bad(`starts with "/" or ends with "/", "." or ".lock"`)
+	case ref == "@":
+		return bad("is not a ref name")
+	}
+	for part := range strings.SplitSeq(ref, "/") {
+		if strings.HasPrefix(part, ".") {
+			return bad(`has a component starting with "."`)
+		}
+	}
+	return nil
+}
+
+// oneLine joins the non-blank lines of git's error output with "; ", so
+// that an error stays one line in logs.
+func oneLine(s string) string {
+	var parts []string
+	for line := range strings.Lines(s) {
+		if line = strings.TrimSpace(line); line != "" {
+			parts = append(parts, line)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}
+
+// redactRemote hides the password of a remote URL, so that error messages
+// and logs do not leak it.
+func redactRemote(remote string) string {
+	u, err := url.Parse(remote)
+	if err != nil || u.User == nil {
+		return remote
+	}
+	return u.Redacted()
+}
+
+// boundedBuffer keeps the first max bytes written to it and drops the rest,
+// still reporting every write as complete so that the writer does not fail.
+type boundedBuffer struct {
+	bytes.Buffer
+	max       int
+	truncated bool
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.Len(); len(p) > room {
+		b.truncated = true
+		b.Buffer.Write(p[:max(room, 0)])
+		return len(p), nil
+	}
+	return b.Buffer.Write(p)
+}
+
+var _ Source = (*GitSource)(nil)

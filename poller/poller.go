@@ -1,0 +1,625 @@
+package poller
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dedupdeploy/dedupdeploy/dedup"
+)
+
+// Source reports the current revision of something watched: a branch, an
+// HTTP resource, a file.
+type Source interface {
+	// Latest returns the current revision. It should return soon after ctx
+	// is done. An error is reported and the key backs off; it never counts
+	// as a revision. A Poller never calls Latest of one key concurrently,
+	// but a Source watched under several keys is called concurrently.
+	Latest(ctx context.Context) (dedup.Revision, error)
+}
+
+// SourceFunc adapts a function to the Source interface.
+type SourceFunc func(ctx context.Context) (dedup.Revision, error)
+
+// Latest calls f(ctx).
+func (f SourceFunc) Latest(ctx context.Context) (dedup.Revision, error) { return f(ctx) }
+
+// Trigger is what a Poller hands new revisions to. *dedup.Manager satisfies
+// it. The Poller never waits for the returned ticket.
+type Trigger interface {
+	Trigger(key string, rev dedup.Revision, opts ...dedup.TriggerOption) (*dedup.Ticket, error)
+}
+
+// Notifier is a Trigger that can also be told of a revision without making a
+// ticket nobody waits for. If the Trigger given to New is a Notifier (as
+// *dedup.Manager is), the Poller calls Notify instead of Trigger.
+type Notifier interface {
+	Notify(key string, rev dedup.Revision, opts ...dedup.TriggerOption) error
+}
+
+// Sentinel errors, tested with errors.Is.
+var (
+	// ErrNotWatched is returned by PollNow for a key that is not watched.
+	ErrNotWatched = errors.New("poller: key not watched")
+	// ErrRunning is returned by Run while another call of Run has not
+	// returned.
+	ErrRunning = errors.New("poller: already running")
+)
+
+// Poller polls a Source per watched key and triggers the key whenever its
+// revision changes. Per key, a poll never overlaps the previous poll of the
+// key; an idle key costs an armed timer and no goroutine. A Poller is safe
+// for concurrent use. Make one with New, add keys with Watch, and call Run.
+type Poller struct {
+	trigger  Trigger
+	notifier Notifier // trigger, if it is a Notifier
+	clock    dedup.Clock
+	observer func(Event)
+	logger   *slog.Logger
+	err      error // bad options given to New, reported by Watch and Run
+
+	// wg counts the armed timers and the running polls, so that Run can
+	// wait for all of them.
+	wg sync.WaitGroup
+
+	mu        sync.Mutex
+	delivered sync.Cond // on mu: a key finished handing a revision to the Trigger
+	keys      map[string]*keyState
+	settings  map[settings]*settings // one copy of each distinct settings
+	running   bool                   // a Run has started and not returned
+	live      bool                   // polls may start: Run runs and its ctx is not done
+	base      context.Context        // while live: Run's context, the parent of every poll's context
+}
+
+// keyState is the polling state of one key. Its fields are guarded by
+// Poller.mu.
+//
+// A key is either waiting for its timer (timer set), polling (a goroutine
+// calls Source.Latest), or, outside Run, neither. A key that is unwatched
+// while it polls stays in the map, unwatched, until its poll ends.
+type keyState struct {
+	key    string
+	src    Source
+	set    *settings
+	timer  dedup.Timer
+	cancel context.CancelFunc // of the running poll
+	gen    uint32             // bumped by Watch and Unwatch: a poll of an older generation is dropped
+	seq    uint32             // bumped when the timer is armed: a stale timer callback does nothing
+
+	watched    bool
+	polling    bool
+	due        bool // PollNow: poll again as soon as possible
+	delivering bool // the poll is handing a revision to the Trigger
+
+	last     dedup.Revision // last revision the Trigger accepted
+	err      error
+	failures int
+	polled   time.Time // when the last poll ended
+	next     time.Time // when the timer is due
+}
+
+// New returns a Poller that hands the new revisions it finds to t. It
+// panics if t is nil. A bad option does not make New fail: Watch and Run
+// report it, so it cannot go unnoticed.
+func New(t Trigger, opts ...Option) *Poller {
+	if t == nil {
+		panic("poller: nil Trigger")
+	}
+	cfg := config{clock: realClock{}}
+	for _, o := range opts {
+		if o == nil {
+			cfg.errorf("nil Option")
+			continue
+		}
+		o(&cfg)
+	}
+	p := &Poller{
+		trigger:  t,
+		clock:    cfg.clock,
+		observer: cfg.observer,
+		logger:   cfg.logger,
+		err:      errors.Join(cfg.errs...),
+		keys:     make(map[string]*keyState),
+		settings: make(map[settings]*settings),
+	}
+	p.notifier, _ = t.(Notifier)
+	p.delivered.L = &p.mu
+	return p
+}
+
+// Watch starts watching key: while Run runs, src is polled as the options
+// say (by default every minute, with 10% jitter), and every revision that
+// differs from the one seen before is triggered. The first poll comes
+// promptly (after a random delay of up to Jitter×Every), and the first
+// revision it finds is triggered: a Manager that has it live already answers
+// Unchanged. Watch called before Run takes effect when Run starts.
+//
+// Watching a key that is watched already replaces its source and options,
+// as Unwatch followed by Watch would: a poll of the old source still running
+// is canceled and its result dropped, and the new source's first poll
+// starts after it returned.
+//
+// Watch returns an error wrapping dedup.ErrInvalid for an invalid key (see
+// dedup.ValidKey), a nil src, a ready-made source with a bad argument, a bad
+// option, or a bad option given to New. It does not block, except to wait
+// for a revision of the replaced source being handed to the Trigger at that
+// moment; so, like Unwatch, it must not be called for the same key from the
+// Trigger.
+func (p *Poller) Watch(key string, src Source, opts ...WatchOption) error {
+	if p.err != nil {
+		return p.err
+	}
+	if err := dedup.ValidKey(key); err != nil {
+		return err
+	}
+	if src == nil {
+		return fmt.Errorf("watch %q: %w: nil Source", key, dedup.ErrInvalid)
+	}
+	if f, ok := src.(SourceFunc); ok && f == nil {
+		return fmt.Errorf("watch %q: %w: nil SourceFunc", key, dedup.ErrInvalid)
+	}
+	if c, ok := src.(checker); ok {
+		if err := c.check(); err != nil {
+			return fmt.Errorf("watch %q: %w", key, err)
+		}
+	}
+	set, err := newSettings(opts)
+	if err != nil {
+		return fmt.Errorf("watch %q: %w", key, err)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ks := p.keys[key]
+	if ks == nil {
+		ks = &keyState{key: strings.Clone(key)} // do not retain the caller's buffer
+		p.keys[ks.key] = ks
+	} else {
+		p.forget(ks)
+		ks.last, ks.err, ks.failures, ks.polled = "", nil, 0, time.Time{}
+	}
+	ks.src, ks.set, ks.watched = src, p.intern(set), true
+	if p.live && !ks.polling {
+		p.arm(ks, ks.set.first())
+	}
+	// A polling key starts its new first poll when the old poll ends
+	// (settle), so that polls of one key never overlap.
+	for ks.delivering {
+		p.delivered.Wait()
+	}
+	return nil
+}
+
+// Unwatch stops watching key: its timer is stopped and a poll of it that is
+// running is canceled and its result dropped. When Unwatch returns, the
+// Poller will not trigger key again (until it is watched again). Unwatching
+// a key that is not watched does nothing.
+//
+// Unwatch does not block, except to wait while a revision of key is being
+// handed to the Trigger at that moment; so it must not be called for the
+// same key from the Trigger, nor from a dedup.Manager observer that runs
+// inside the Trigger. The Poller's own observer may call it.
+func (p *Poller) Unwatch(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ks := p.keys[key]
+	if ks == nil {
+		return
+	}
+	if ks.watched {
+		p.forget(ks)
+		ks.watched, ks.src = false, nil
+		if !ks.polling {
+			delete(p.keys, key)
+		}
+	}
+	for ks.delivering {
+		p.delivered.Wait()
+	}
+}
+
+// forget stops what ks was doing for its current generation: its timer, its
+// poll, a PollNow that waits. It is called with p.mu held.
+func (p *Poller) forget(ks *keyState) {
+	ks.gen++
+	ks.due = false
+	p.disarm(ks)
+	if ks.cancel != nil {
+		ks.cancel()
+	}
+}
+
+// PollNow polls key at once, e.g. when a webhook says it changed. If a poll
+// of key is running, another one starts as soon as it ends (polls of a key
+// never overlap, and several PollNow calls meanwhile make one poll). If Run
+// is not running, key is polled as soon as Run starts. The next regular poll
+// is counted from the end of this one.
+//
+// PollNow does not block. It returns an error wrapping ErrNotWatched if key
+// is not watched.
+func (p *Poller) PollNow(key string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ks := p.keys[key]
+	if ks == nil || !ks.watched {
+		return fmt.Errorf("%w: %q", ErrNotWatched, key)
+	}
+	if ks.polling || !p.live {
+		ks.due = true
+		return nil
+	}
+	p.disarm(ks)
+	p.start(ks)
+	return nil
+}
+
+// Run polls the watched keys until ctx is done. When ctx is done, Run stops
+// every timer, cancels the context of every running poll, waits for those
+// polls to return, and returns nil: when Run returns, no goroutine and no
+// timer of the Poller is left. It returns at once with nil if ctx is done
+// already.
+//
+// Run may be called again after it returned: it resumes polling every
+// watched key (each promptly, as after Watch), remembering the revisions
+// seen before. It returns ErrRunning at once while another Run has not
+// returned, and an error wrapping dedup.ErrInvalid if New was given a bad
+// option.
+func (p *Poller) Run(ctx context.Context) error {
+	if p.err != nil {
+		return p.err
+	}
+	p.mu.Lock()
+	if p.running {
+		p.mu.Unlock()
+		return ErrRunning
+	}
+	if ctx.Err() != nil {
+		p.mu.Unlock()
+		return nil
+	}
+	// Polls see the values of ctx but are canceled by Run itself, after it
+	// stopped accepting results, so that the end of Run is not mistaken for
+	// failing sources.
+	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	p.running, p.live, p.base = true, true, base
+	for _, ks := range p.keys {
+		switch {
+		case !ks.watched, ks.polling:
+		case ks.due:
+			p.start(ks)
+		default:
+			p.arm(ks, ks.set.first())
+		}
+	}
+	p.mu.Unlock()
+
+	<-ctx.Done()
+
+	p.mu.Lock()
+	p.live, p.base = false, nil
+	for _, ks := range p.keys {
+		p.disarm(ks)
+	}
+	p.mu.Unlock()
+	cancel() // every running poll
+	p.wg.Wait()
+	p.mu.Lock()
+	p.running = false
+	p.mu.Unlock()
+	return nil
+}
+
+// Status is the polling state of one watched key.
+type Status struct {
+	Key      string
+	Revision dedup.Revision // the last revision the Trigger accepted ("" if none yet)
+	Err      error          // error of the last poll (source or Trigger), nil after a success
+	Failures int            // failed polls in a row
+	Polling  bool           // a poll is running
+	Polled   time.Time      // when the last poll ended (zero if none)
+	Next     time.Time      // when the next poll is due (zero while polling or outside Run)
+}
+
+// Status returns the state of key, and false if key is not watched. It does
+// not block on polls.
+func (p *Poller) Status(key string) (Status, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ks := p.keys[key]
+	if ks == nil || !ks.watched {
+		return Status{}, false
+	}
+	return ks.status(), true
+}
+
+// Statuses returns the state of every watched key, sorted by key.
+func (p *Poller) Statuses() []Status {
+	p.mu.Lock()
+	out := make([]Status, 0, len(p.keys))
+	for _, ks := range p.keys {
+		if ks.watched {
+			out = append(out, ks.status())
+		}
+	}
+	p.mu.Unlock()
+	slices.SortFunc(out, func(a, b Status) int { return cmp.Compare(a.Key, b.Key) })
+	return out
+}
+
+func (ks *keyState) status() Status {
+	st := Status{Key: ks.key, Revision: ks.last, Err: ks.err, Failures: ks.failures, Polling: ks.polling, Polled: ks.polled}
+	if ks.timer != nil {
+		st.Next = ks.next
+	}
+	return st
+}
+
+func (p *Poller) intern(s settings) *settings {
+	if q := p.settings[s]; q != nil {
+		return q
+	}
+	q := &s
+	p.settings[s] = q
+	return q
+}
+
+// arm sets the timer of ks to start its next poll after d. It is called with
+// p.mu held, while p.live.
+func (p *Poller) arm(ks *keyState, d time.Duration) {
+	ks.seq++
+	seq := ks.seq
+	p.wg.Add(1)
+	ks.next = p.clock.Now().Add(d)
+	ks.timer = p.clock.AfterFunc(d, func() { p.fire(ks, seq) })
+}
+
+// disarm stops the timer of ks, if armed. It is called with p.mu held.
+func (p *Poller) disarm(ks *keyState) {
+	if ks.timer == nil {
+		return
+	}
+	if ks.timer.Stop() {
+		p.wg.Done() // else the callback runs and calls Done
+	}
+	ks.timer = nil
+}
+
+// fire is the timer callback. It never blocks for long: a fake clock calls it
+// from the goroutine that advances time.
+func (p *Poller) fire(ks *keyState, seq uint32) {
+	defer p.wg.Done()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ks.timer == nil || ks.seq != seq || !p.live {
+		return // stopped, or re-armed, after it fell due
+	}
+	ks.timer = nil
+	p.start(ks)
+}
+
+// start starts a poll of ks in its own goroutine. It is called with p.mu
+// held, while p.live and no poll of ks runs.
+func (p *Poller) start(ks *keyState) {
+	ctx, cancel := p.pollContext(ks.set.timeout)
+	ks.polling, ks.cancel, ks.due = true, cancel, false
+	p.wg.Add(1)
+	go p.poll(ctx, cancel, ks, ks.gen, ks.src, ks.set)
+}
+
+// poll runs one poll of ks and hands a new revision to the Trigger. The
+// state of ks is updated in three steps, so that no lock is held while user
+// code runs: record what the source said, record what the Trigger said, and
+// (after the event is delivered) schedule the next poll.
+func (p *Poller) poll(ctx context.Context, cancel context.CancelFunc, ks *keyState, gen uint32, src Source, set *settings) {
+	defer p.wg.Done()
+	start := p.clock.Now()
+	rev, err := latest(ctx, src)
+	if err != nil && set.timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = timeoutError(set.timeout, err)
+	}
+	cancel()
+	end := p.clock.Now()
+
+	p.mu.Lock()
+	if ks.gen != gen || !p.live {
+		// Unwatched, replaced, or Run is ending: the result is stale.
+		p.settle(ks, gen, 0)
+		p.mu.Unlock()
+		return
+	}
+	ev := Event{Key: ks.key, Revision: rev, Duration: end.Sub(start), Time: end}
+	changed := false
+	ks.polled = end
+	if err != nil {
+		ks.failures++
+		ks.err = err
+		ev.Kind, ev.Err, ev.Failures = EventError, err, ks.failures
+		ev.Delay = set.backoff(ks.failures)
+	} else {
+		ks.failures, ks.err = 0, nil
+		ev.Delay = set.interval()
+		if rev == ks.last {
+			ev.Kind = EventPolled
+		} else {
+			ev.Previous = ks.last
+			ks.delivering, changed = true, true
+		}
+	}
+	p.mu.Unlock()
+
+	if changed {
+		terr := p.deliver(ev.Key, rev)
+		p.mu.Lock()
+		ks.delivering = false
+		p.delivered.Broadcast()
+		if ks.gen == gen {
+			if terr != nil {
+				ks.err = terr
+			} else {
+				ks.last = rev
+			}
+		}
+		p.mu.Unlock()
+		if terr != nil {
+			ev.Kind, ev.Err = EventTriggerFailed, terr
+		} else {
+			ev.Kind = EventChanged
+		}
+	}
+	p.emit(ev)
+
+	p.mu.Lock()
+	p.settle(ks, gen, ev.Delay)
+	p.mu.Unlock()
+}
+
+// settle ends the poll of generation gen of ks and schedules what comes
+// next. It is called with p.mu held.
+func (p *Poller) settle(ks *keyState, gen uint32, delay time.Duration) {
+	ks.polling, ks.cancel = false, nil
+	switch {
+	case !ks.watched:
+		delete(p.keys, ks.key) // unwatched while it polled
+	case !p.live:
+		// Run is ending; the next Run schedules ks again.
+	case ks.due:
+		p.start(ks)
+	case ks.gen != gen:
+		p.arm(ks, ks.set.first()) // replaced while it polled
+	default:
+		p.arm(ks, delay)
+	}
+}
+
+// latest calls src.Latest, turning a panic into an error and an invalid
+// revision into an error.
+func latest(ctx context.Context, src Source) (rev dedup.Revision, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			rev, err = "", &panicError{what: "source", value: v, stack: debug.Stack()}
+		}
+	}()
+	rev, err = src.Latest(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := dedup.ValidRevision(rev); err != nil {
+		return "", fmt.Errorf("source reported a bad revision: %w", err)
+	}
+	return rev, nil
+}
+
+// deliver hands rev to the Trigger, turning a panic into an error.
+func (p *Poller) deliver(key string, rev dedup.Revision) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &panicError{what: "trigger", value: v, stack: debug.Stack()}
+		}
+	}()
+	if p.notifier != nil {
+		return p.notifier.Notify(key, rev)
+	}
+	_, err = p.trigger.Trigger(key, rev)
+	return err
+}
+
+func (p *Poller) emit(e Event) {
+	if p.logger != nil {
+		e.log(p.logger)
+	}
+	if p.observer != nil {
+		p.observer(e)
+	}
+}
+
+// pollContext returns the context of one poll: a child of Run's context,
+// bounded by timeout on the Poller's clock when timeout > 0. It is called
+// with p.mu held.
+func (p *Poller) pollContext(timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout <= 0 {
+		return context.WithCancel(p.base)
+	}
+	if _, real := p.clock.(realClock); real {
+		return context.WithTimeout(p.base, timeout)
+	}
+	ctx, cancel := context.WithCancelCause(p.base)
+	p.wg.Add(1)
+	t := p.clock.AfterFunc(timeout, func() {
+		defer p.wg.Done()
+		cancel(context.DeadlineExceeded)
+	})
+	return &deadlineCtx{ctx}, func() {
+		if t.Stop() {
+			p.wg.Done()
+		}
+		cancel(context.Canceled)
+	}
+}
+
+// deadlineCtx reports context.DeadlineExceeded from Err once its timeout on
+// the Poller's clock fired. It has no Deadline, because that clock need not
+// be the time package's.
+type deadlineCtx struct{ context.Context }
+
+func (c *deadlineCtx) Err() error {
+	err := c.Context.Err()
+	if err != nil && errors.Is(context.Cause(c.Context), context.DeadlineExceeded) {
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
+// timeoutError says that a poll ran out of time, keeping err and, for
+// errors.Is, context.DeadlineExceeded.
+func timeoutError(d time.Duration, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("poll timed out after %v: %w", d, err)
+	}
+	return fmt.Errorf("poll timed out after %v: %w: %w", d, context.DeadlineExceeded, err)
+}
+
+// panicError is the error of a Source or Trigger that panicked: the Poller
+// recovers, so that one broken source does not crash the host.
+type panicError struct {
+	what  string
+	value any
+	stack []byte
+}
+
+func (e *panicError) Error() string {
+	return fmt.Sprintf("poller: %s panicked: %v\n\n%s", e.what, e.value, e.stack)
+}
+
+// Unwrap returns the panic value if it is an error.
+func (e *panicError) Unwrap() error {
+	err, _ := e.value.(error)
+	return err
+}
+
+// checker is implemented by the ready-made sources, so that Watch rejects a
+// bad argument at once instead of at every poll.
+type checker interface {
+	check() error
+}
+
+// realClock is the time package.
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+func (realClock) AfterFunc(d time.Duration, f func()) dedup.Timer { return time.AfterFunc(d, f) }
+
+var (
+	_ Source      = SourceFunc(nil)
+	_ Trigger     = (*dedup.Manager)(nil)
+	_ Notifier    = (*dedup.Manager)(nil)
+	_ dedup.Clock = realClock{}
+)
