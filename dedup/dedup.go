@@ -189,15 +189,18 @@ func (s *MemoryStore) Save(_ context.Context, key string, rev Revision) error {
 	return nil
 }
 
-// realClock is the time package.
-type realClock struct{}
+// SystemClock is the time package as a Clock: the default of a Manager.
+// It works inside a testing/synctest bubble, whose time is fake.
+type SystemClock struct{}
 
-func (realClock) Now() time.Time { return time.Now() }
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
 
-func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+// AfterFunc returns time.AfterFunc(d, f).
+func (SystemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
 var (
 	_ Deployer = DeployFunc(nil)
 	_ Store    = (*MemoryStore)(nil)
-	_ Clock    = realClock{}
+	_ Clock    = SystemClock{}
 )

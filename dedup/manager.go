@@ -69,7 +69,7 @@ func (m *Manager) shard(key string) *shard {
 // New returns a Manager that deploys with d. It returns an error wrapping
 // ErrInvalid if d is nil or an option has a bad value.
 func New(d Deployer, opts ...Option) (*Manager, error) {
-	cfg := config{clock: realClock{}}
+	cfg := config{clock: SystemClock{}}
 	if d == nil {
 		cfg.errorf("nil Deployer")
 	}

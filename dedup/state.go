@@ -2,10 +2,11 @@ package dedup
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/dedupdeploy/dedupdeploy/internal/clockctx"
 )
 
 // This file is the per-key state machine. A key holds at most one running
@@ -360,43 +361,18 @@ func (m *Manager) begin(ks *keyState, r *run, now *instant, evs *events) {
 func (m *Manager) attemptContext(pol *Policy) (context.Context, context.CancelFunc) {
 	switch {
 	case pol.Timeout > 0:
-		if _, real := m.clock.(realClock); real {
+		if _, system := m.clock.(SystemClock); system {
 			return context.WithTimeout(m.base, pol.Timeout)
 		}
-		return m.clockTimeout(pol.Timeout)
+		return clockctx.WithTimeout(m.base, pol.Timeout, m.afterFunc, m.wg.Add)
 	case pol.CancelInProgress:
 		return context.WithCancel(m.base)
 	}
-	return m.base, nil
+	return nil, nil
 }
 
-// clockTimeout is context.WithTimeout on the Manager's own clock.
-func (m *Manager) clockTimeout(d time.Duration) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancelCause(m.base)
-	m.wg.Add(1)
-	t := m.clock.AfterFunc(d, func() {
-		defer m.wg.Done()
-		cancel(context.DeadlineExceeded)
-	})
-	return &deadlineCtx{ctx}, func() {
-		if t.Stop() {
-			m.wg.Done()
-		}
-		cancel(context.Canceled)
-	}
-}
-
-// deadlineCtx reports context.DeadlineExceeded from Err once its clock
-// timeout fired. It has no Deadline: the deadline is on the Manager's clock,
-// which need not be the time package's.
-type deadlineCtx struct{ context.Context }
-
-func (c *deadlineCtx) Err() error {
-	err := c.Context.Err()
-	if err != nil && errors.Is(context.Cause(c.Context), context.DeadlineExceeded) {
-		return context.DeadlineExceeded
-	}
-	return err
+func (m *Manager) afterFunc(d time.Duration, f func()) func() bool {
+	return m.clock.AfterFunc(d, f).Stop
 }
 
 // finish records the end of an attempt of the running run r, which returned

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
+	"github.com/dedupdeploy/dedupdeploy/internal/clockctx"
 )
 
 // Source reports the current revision of something watched: a branch, an
@@ -112,7 +113,7 @@ func New(t Trigger, opts ...Option) *Poller {
 	if t == nil {
 		panic("poller: nil Trigger")
 	}
-	cfg := config{clock: realClock{}}
+	cfg := config{clock: dedup.SystemClock{}}
 	for _, o := range opts {
 		if o == nil {
 			cfg.errorf("nil Option")
@@ -547,34 +548,12 @@ func (p *Poller) pollContext(timeout time.Duration) (context.Context, context.Ca
 	if timeout <= 0 {
 		return context.WithCancel(p.base)
 	}
-	if _, real := p.clock.(realClock); real {
+	if _, system := p.clock.(dedup.SystemClock); system {
 		return context.WithTimeout(p.base, timeout)
 	}
-	ctx, cancel := context.WithCancelCause(p.base)
-	p.wg.Add(1)
-	t := p.clock.AfterFunc(timeout, func() {
-		defer p.wg.Done()
-		cancel(context.DeadlineExceeded)
-	})
-	return &deadlineCtx{ctx}, func() {
-		if t.Stop() {
-			p.wg.Done()
-		}
-		cancel(context.Canceled)
-	}
-}
-
-// deadlineCtx reports context.DeadlineExceeded from Err once its timeout on
-// the Poller's clock fired. It has no Deadline, because that clock need not
-// be the time package's.
-type deadlineCtx struct{ context.Context }
-
-func (c *deadlineCtx) Err() error {
-	err := c.Context.Err()
-	if err != nil && errors.Is(context.Cause(c.Context), context.DeadlineExceeded) {
-		return context.DeadlineExceeded
-	}
-	return err
+	return clockctx.WithTimeout(p.base, timeout, func(d time.Duration, f func()) func() bool {
+		return p.clock.AfterFunc(d, f).Stop
+	}, p.wg.Add)
 }
 
 // timeoutError says that a poll ran out of time, keeping err and, for
@@ -610,16 +589,8 @@ type checker interface {
 	check() error
 }
 
-// realClock is the time package.
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-
-func (realClock) AfterFunc(d time.Duration, f func()) dedup.Timer { return time.AfterFunc(d, f) }
-
 var (
-	_ Source      = SourceFunc(nil)
-	_ Trigger     = (*dedup.Manager)(nil)
-	_ Notifier    = (*dedup.Manager)(nil)
-	_ dedup.Clock = realClock{}
+	_ Source   = SourceFunc(nil)
+	_ Trigger  = (*dedup.Manager)(nil)
+	_ Notifier = (*dedup.Manager)(nil)
 )
