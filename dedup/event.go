@@ -29,11 +29,14 @@ const (
 	// Delay.
 	EventRetrying
 	// EventCanceled: the running deploy's context was canceled because a
-	// newer revision arrived (cancel-in-progress) or the Manager closed.
+	// newer revision (Revision; the canceled one is Replaced) arrived with
+	// cancel-in-progress, or because Close's context ended (Revision is the
+	// canceled one).
 	EventCanceled
 	// EventUnchanged: a revision was found live already; nothing ran.
 	EventUnchanged
-	// EventAborted: a pending revision was dropped by Close.
+	// EventAborted: Close dropped a pending revision, or canceled a
+	// running deploy that then failed (Err).
 	EventAborted
 	// EventStoreFailed: the Store failed to load or save (Err). A failed
 	// Save does not undo the deploy.
@@ -61,6 +64,12 @@ type Event struct {
 	Duration time.Duration // how long the attempt ran (EventSucceeded, EventFailed, EventRetrying)
 	Delay    time.Duration // wait before the next attempt (EventRetrying)
 	Time     time.Time     // when it happened, by the Manager's clock
+
+	// Seq numbers the events of a Manager in the order the state changed.
+	// Events are delivered outside the Manager's locks, so two goroutines
+	// (a trigger and the end of a deploy) may deliver theirs in the
+	// other order; Seq restores it.
+	Seq uint64
 }
 
 func (e Event) level() slog.Level {

@@ -39,6 +39,7 @@ type Manager struct {
 	wg counter
 
 	closed atomic.Bool
+	seq    atomic.Uint64 // of the last Event
 	seed   maphash.Seed
 	shards [numShards]shard // the keys, striped so that keys rarely share a lock
 
@@ -70,7 +71,7 @@ func (m *Manager) shard(key string) *shard {
 // ErrInvalid if d is nil or an option has a bad value.
 func New(d Deployer, opts ...Option) (*Manager, error) {
 	cfg := config{clock: SystemClock{}}
-	if d == nil {
+	if f, isFunc := d.(DeployFunc); d == nil || (isFunc && f == nil) {
 		cfg.errorf("nil Deployer")
 	}
 	for _, o := range opts {
@@ -162,8 +163,7 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 	for _, o := range opts {
 		force = force || o.force
 	}
-	var evs events
-	evs.on = m.notify
+	evs := events{on: m.notify, seq: &m.seq}
 	sh := m.shard(key)
 	sh.mu.Lock()
 	ks, err := m.key(sh, key)
@@ -174,10 +174,13 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 	now := instant{c: m.clock}
 	r, start := m.request(ks, rev, force, wait, &now, &evs)
 	if start != nil {
-		m.spawn(ks, start)
+		m.wg.Add(1) // under the lock, so that Close waits for it
 	}
 	sh.mu.Unlock()
 	m.emit(&evs)
+	if start != nil {
+		go m.work(ks, start) // after the events that led to it
+	}
 	if wait && r == nil {
 		return nil, now.get(), nil // settled at once: the ticket needs the time
 	}
@@ -265,8 +268,7 @@ func (m *Manager) Statuses() []Status {
 // Close may be called more than once and concurrently; every call waits as
 // described.
 func (m *Manager) Close(ctx context.Context) error {
-	var evs events
-	evs.on = m.notify
+	evs := events{on: m.notify, seq: &m.seq}
 	if m.closed.CompareAndSwap(false, true) {
 		// No key can be created or start now: both check closed
 		// under their shard's lock, taken here after it was set.
@@ -297,20 +299,29 @@ func (m *Manager) Close(ctx context.Context) error {
 	case <-m.wg.idle():
 		return nil
 	case <-ctx.Done():
+		evs = events{on: m.notify, seq: &m.seq}
+		now := instant{c: m.clock}
+		for i := range m.shards {
+			sh := &m.shards[i]
+			sh.mu.Lock()
+			for _, ks := range sh.keys {
+				if r := ks.running; r != nil {
+					if ev := evs.add(EventCanceled, ks.key, r.rev, &now); ev != nil {
+						ev.Attempt = r.attempts
+					}
+				}
+			}
+			sh.mu.Unlock()
+		}
 		m.cancelBase()
+		m.emit(&evs)
 		<-m.wg.idle()
 		return ctx.Err()
 	}
 }
 
-// spawn starts a goroutine that deploys r, and the runs that may start when
-// it ends. It is called with the shard of ks locked, or from a goroutine that
-// spawn started.
-func (m *Manager) spawn(ks *keyState, r *run) {
-	m.wg.Add(1)
-	go m.work(ks, r)
-}
-
+// work deploys r, and the runs that may start when it ends, in a goroutine
+// counted in m.wg before it started.
 func (m *Manager) work(ks *keyState, r *run) {
 	defer m.wg.Done()
 	for r != nil {
@@ -341,8 +352,7 @@ func (m *Manager) execute(ks *keyState, r *run) (*keyState, *run) {
 		saveErr = m.store.Save(m.base, ks.key, r.rev)
 	}
 
-	var evs events
-	evs.on = m.notify
+	evs := events{on: m.notify, seq: &m.seq}
 	now := instant{c: m.clock}
 	now.get() // outside the lock: it is needed, and the lock is shared
 	ks.shard.mu.Lock()
@@ -362,8 +372,7 @@ func (m *Manager) execute(ks *keyState, r *run) (*keyState, *run) {
 // the next run of ks, and passes the slot to the key that waited longest for
 // one. It returns a run for the caller to execute.
 func (m *Manager) next(ks *keyState) (*keyState, *run) {
-	var evs events
-	evs.on = m.notify
+	evs := events{on: m.notify, seq: &m.seq}
 	now := instant{c: m.clock}
 	grant := m.releaseSlot()
 	ks.shard.mu.Lock()
@@ -375,7 +384,8 @@ func (m *Manager) next(ks *keyState) (*keyState, *run) {
 	case r == nil:
 		return gks, gr
 	case gr != nil:
-		m.spawn(gks, gr)
+		m.wg.Add(1) // this goroutine is counted: Close still waits
+		go m.work(gks, gr)
 	}
 	return ks, r
 }
@@ -384,8 +394,7 @@ func (m *Manager) next(ks *keyState) (*keyState, *run) {
 // It reports done when r was settled without a deploy.
 func (m *Manager) load(ks *keyState, r *run) (done bool) {
 	rev, ok, err := m.store.Load(m.base, ks.key)
-	var evs events
-	evs.on = m.notify
+	evs := events{on: m.notify, seq: &m.seq}
 	ks.shard.mu.Lock()
 	defer func() {
 		ks.shard.mu.Unlock()
@@ -414,6 +423,16 @@ func (m *Manager) load(ks *keyState, r *run) (done bool) {
 		m.finishUnchanged(ks, r, now, &evs)
 		return true
 	}
+	if r.canceled && ks.pending != nil {
+		// A newer revision arrived while the Store was read, and
+		// cancels this run before it began: its tickets go with it.
+		ks.running = nil
+		ks.pending.absorbed = append(ks.pending.absorbed, r)
+		if ev := evs.add(EventCanceled, ks.key, ks.pending.rev, now); ev != nil {
+			ev.Replaced = r.rev
+		}
+		return true
+	}
 	m.begin(ks, r, now, &evs)
 	return false
 }
@@ -438,6 +457,7 @@ func (m *Manager) deliver(e Event) {
 // deploy goroutines keep small stacks.
 type events struct {
 	on   bool // an observer or a logger listens
+	seq  *atomic.Uint64
 	list []Event
 }
 
@@ -447,7 +467,7 @@ func (e *events) add(kind EventKind, key string, rev Revision, now *instant) *Ev
 	if !e.on {
 		return nil
 	}
-	e.list = append(e.list, Event{Kind: kind, Key: key, Revision: rev, Time: now.get()})
+	e.list = append(e.list, Event{Kind: kind, Key: key, Revision: rev, Time: now.get(), Seq: e.seq.Add(1)})
 	return &e.list[len(e.list)-1]
 }
 

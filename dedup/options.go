@@ -192,7 +192,9 @@ func WithTimeout(d time.Duration) Option {
 
 // WithMaxConcurrent allows at most n deploys at once across all keys; zero,
 // the default, means no limit. Keys ready to start wait in FIFO order and go
-// on coalescing triggers while they wait.
+// on coalescing triggers while they wait. A waiting key has served its
+// debounce already: it starts when a slot frees, also if triggered again
+// meanwhile.
 func WithMaxConcurrent(n int) Option {
 	return func(cfg *config) {
 		if n < 0 {
@@ -202,8 +204,9 @@ func WithMaxConcurrent(n int) Option {
 	}
 }
 
-// WithKeyPolicy sets the policy of each key: f is called once per key, when
-// the key is first triggered, with no lock held, and its result replaces the
+// WithKeyPolicy sets the policy of each key: f is called when the key is
+// first triggered (more than once if first triggers race; one result is
+// kept), with no lock held, and its result replaces the
 // default policy built by the other options for that key. An invalid Policy
 // returned by f makes that Trigger fail with an error wrapping ErrInvalid.
 func WithKeyPolicy(f func(key string) Policy) Option {

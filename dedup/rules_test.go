@@ -265,11 +265,11 @@ func TestStormCollapsesIntoOneFollowUp(t *testing.T) {
 // overlap is a Deployer that counts how many deploys run at once, per key
 // and in all, and which revisions it deployed.
 type overlap struct {
-	mu         sync.Mutex
-	running    map[string]int
-	maxPerKey  map[string]int
+	mu          sync.Mutex
+	running     map[string]int
+	maxPerKey   map[string]int
 	all, maxAll int
-	deployed   map[string]map[dedup.Revision]bool
+	deployed    map[string]map[dedup.Revision]bool
 }
 
 func (o *overlap) Deploy(_ context.Context, key string, rev dedup.Revision) error {
@@ -342,7 +342,10 @@ func TestNoOverlapPerKeyUnderLoad(t *testing.T) {
 		require.Truef(t, deployed, "Result %+v: its Revision was never deployed", res)
 	}
 	for _, key := range keys {
-		require.Equalf(t, 1, o.maxPerKey[key], "most deploys of %q at once", key)
+		o.mu.Lock()
+		most := o.maxPerKey[key]
+		o.mu.Unlock()
+		require.Equalf(t, 1, most, "most deploys of %q at once", key)
 		s := status(t, m, key)
 		require.Equalf(t, dedup.Revision("final"), s.Live, "Status(%q).Live", key)
 		requireIdle(t, m, key)

@@ -408,8 +408,12 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 		o := Failed
 		if m.base.Err() != nil { // Close canceled it
 			o, err = Aborted, fmt.Errorf("%w: %w", ErrClosed, err)
+			if ev := evs.add(EventAborted, ks.key, r.rev, now); ev != nil {
+				ev.Attempt, ev.Err, ev.Duration = r.attempts, err, dur
+			}
+		} else {
+			evs.failed(ks, r, err, dur, now)
 		}
-		evs.failed(ks, r, err, dur, now)
 		settle(r, o, err, now)
 	case ks.pending != nil:
 		// A newer revision is pending: it replaces any retry, and the
@@ -493,8 +497,7 @@ func (m *Manager) disarm(p *run) {
 // fire is the timer callback of a pending run that waited for its start.
 func (m *Manager) fire(ks *keyState, p *run, gen uint32) {
 	defer m.wg.Done()
-	var evs events
-	evs.on = m.notify
+	evs := events{on: m.notify, seq: &m.seq}
 	ks.shard.mu.Lock()
 	if w := p.wait; w.timer == nil || w.timerGen != gen || ks.pending != p {
 		ks.shard.mu.Unlock()
@@ -502,11 +505,15 @@ func (m *Manager) fire(ks *keyState, p *run, gen uint32) {
 	}
 	p.wait.timer = nil
 	now := instant{c: m.clock}
-	if r := m.schedule(ks, &now, &evs); r != nil {
-		m.spawn(ks, r)
+	r := m.schedule(ks, &now, &evs)
+	if r != nil {
+		m.wg.Add(1)
 	}
 	ks.shard.mu.Unlock()
 	m.emit(&evs)
+	if r != nil {
+		go m.work(ks, r)
+	}
 }
 
 // status is the Status of ks.

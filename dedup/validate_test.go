@@ -24,6 +24,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		want []string // substrings of the error message
 	}{
 		{"nil deployer", nil, nil, []string{"nil Deployer"}},
+		{"nil DeployFunc", dedup.DeployFunc(nil), nil, []string{"nil Deployer"}},
 		{"nil option", d, []dedup.Option{nil}, []string{"nil Option"}},
 		{"nil clock", d, []dedup.Option{dedup.WithClock(nil)}, []string{"nil Clock"}},
 		{"nil store", d, []dedup.Option{dedup.WithStore(nil)}, []string{"nil Store"}},
