@@ -292,6 +292,9 @@ func (h *harness) check() {
 				k, st.Live, st.Running, st.Pending, w.Live, w.Running, w.Pending)
 		}
 	}
+	if n := h.d.MaxRunningPerKey(); n > 1 {
+		h.fatalf("%d deploys of one key ran at once", n)
+	}
 	inFlight := map[string]int{}
 	for _, c := range calls {
 		select {

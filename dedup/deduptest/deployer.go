@@ -23,6 +23,8 @@ type Deployer struct {
 	taken      int // calls handed out by Next
 	running    int
 	maxRunning int
+	perKey     map[string]int // calls running per key
+	maxPerKey  int
 	changed    notifier
 }
 
@@ -46,6 +48,11 @@ func (d *Deployer) Deploy(ctx context.Context, key string, rev dedup.Revision) e
 	d.calls = append(d.calls, c)
 	d.running++
 	d.maxRunning = max(d.maxRunning, d.running)
+	if d.perKey == nil {
+		d.perKey = make(map[string]int)
+	}
+	d.perKey[key]++
+	d.maxPerKey = max(d.maxPerKey, d.perKey[key])
 	d.changed.broadcast()
 	d.mu.Unlock()
 
@@ -61,6 +68,9 @@ func (d *Deployer) Deploy(ctx context.Context, key string, rev dedup.Revision) e
 	}
 	d.mu.Lock()
 	d.running--
+	if d.perKey[key]--; d.perKey[key] == 0 {
+		delete(d.perKey, key)
+	}
 	c.err = err
 	close(c.returned)
 	d.changed.broadcast()
@@ -121,6 +131,14 @@ func (d *Deployer) MaxRunning() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.maxRunning
+}
+
+// MaxRunningPerKey returns the most calls for one key that ran at once so
+// far: 1 if the code under test never overlaps deploys of a key.
+func (d *Deployer) MaxRunningPerKey() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.maxPerKey
 }
 
 // Finish makes the call return err (nil: success). Only the first Finish of
