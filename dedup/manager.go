@@ -334,10 +334,17 @@ func (m *Manager) work(ks *keyState, r *run) {
 // the concurrency slot r released), for the caller to execute in the same
 // goroutine.
 func (m *Manager) execute(ks *keyState, r *run) (*keyState, *run) {
+	evs := events{on: m.notify, seq: &m.seq}
 	if r.needLoad {
-		if done := m.load(ks, r); done {
-			return m.next(ks)
+		rev, ok, err := m.store.Load(m.base, ks.key)
+		now := instant{c: m.clock}
+		ks.shard.mu.Lock()
+		if m.loaded(ks, r, rev, ok, err, &now, &evs) {
+			return m.next(ks, &now, &evs)
 		}
+		ks.shard.mu.Unlock()
+		m.emit(&evs)
+		evs.list = evs.list[:0]
 	}
 	ctx := r.ctx
 	if ctx == nil {
@@ -352,7 +359,6 @@ func (m *Manager) execute(ks *keyState, r *run) (*keyState, *run) {
 		saveErr = m.store.Save(m.base, ks.key, r.rev)
 	}
 
-	evs := events{on: m.notify, seq: &m.seq}
 	now := instant{c: m.clock}
 	now.get() // outside the lock: it is needed, and the lock is shared
 	ks.shard.mu.Lock()
@@ -363,23 +369,19 @@ func (m *Manager) execute(ks *keyState, r *run) (*keyState, *run) {
 		}
 	}
 	m.finish(ks, r, err, &now, &evs)
-	ks.shard.mu.Unlock()
-	m.emit(&evs)
-	return m.next(ks)
+	return m.next(ks, &now, &evs)
 }
 
-// next is called when a run of ks ended and released its slot: it starts
-// the next run of ks, and passes the slot to the key that waited longest for
-// one. It returns a run for the caller to execute.
-func (m *Manager) next(ks *keyState) (*keyState, *run) {
-	evs := events{on: m.notify, seq: &m.seq}
-	now := instant{c: m.clock}
+// next is called, with the shard of ks locked, when a run of ks ended: it
+// unlocks the shard, starts the next run of ks, and passes the released
+// concurrency slot to the key that waited longest for one. It returns a run
+// for the caller to execute.
+func (m *Manager) next(ks *keyState, now *instant, evs *events) (*keyState, *run) {
 	grant := m.releaseSlot()
-	ks.shard.mu.Lock()
-	r := m.schedule(ks, &now, &evs)
+	r := m.schedule(ks, now, evs)
 	ks.shard.mu.Unlock()
-	gks, gr := m.handOver(grant, &now, &evs)
-	m.emit(&evs)
+	gks, gr := m.handOver(grant, now, evs)
+	m.emit(evs)
 	switch {
 	case r == nil:
 		return gks, gr
@@ -390,17 +392,10 @@ func (m *Manager) next(ks *keyState) (*keyState, *run) {
 	return ks, r
 }
 
-// load asks the Store for the live revision of ks before its first deploy.
-// It reports done when r was settled without a deploy.
-func (m *Manager) load(ks *keyState, r *run) (done bool) {
-	rev, ok, err := m.store.Load(m.base, ks.key)
-	evs := events{on: m.notify, seq: &m.seq}
-	ks.shard.mu.Lock()
-	defer func() {
-		ks.shard.mu.Unlock()
-		m.emit(&evs)
-	}()
-	now := &instant{c: m.clock}
+// loaded records what the Store said of ks before its first deploy. It
+// reports whether r was settled without a deploy. It is called with the
+// shard of ks locked.
+func (m *Manager) loaded(ks *keyState, r *run, rev Revision, ok bool, err error, now *instant, evs *events) (done bool) {
 	r.needLoad = false
 	if m.closed.Load() {
 		ks.running = nil
@@ -420,7 +415,7 @@ func (m *Manager) load(ks *keyState, r *run) (done bool) {
 		ks.loaded = true
 	}
 	if ks.loaded && rev == r.rev && !r.force {
-		m.finishUnchanged(ks, r, now, &evs)
+		m.finishUnchanged(ks, r, now, evs)
 		return true
 	}
 	if r.canceled && ks.pending != nil {
@@ -433,7 +428,7 @@ func (m *Manager) load(ks *keyState, r *run) (done bool) {
 		}
 		return true
 	}
-	m.begin(ks, r, now, &evs)
+	m.begin(ks, r, now, evs)
 	return false
 }
 
