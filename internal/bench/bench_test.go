@@ -193,38 +193,31 @@ func BenchmarkDispatch(b *testing.B) {
 			wg.Wait()
 		})
 	})
-	b.Run("dedup.Notify", func(b *testing.B) {
-		m, err := dedup.New(dedup.DeployFunc(deploy))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer m.Close(context.Background())
-		rounds(b, func(r, n int) {
-			wg.Add(n)
-			for i := range n {
-				if err := m.Notify(dispatchKeyNames[i], revs[r%2]); err != nil {
-					b.Fatal(err)
-				}
+	viaManager := func(trigger func(m *dedup.Manager, key string, rev dedup.Revision) error) func(*testing.B) {
+		return func(b *testing.B) {
+			m, err := dedup.New(dedup.DeployFunc(deploy))
+			if err != nil {
+				b.Fatal(err)
 			}
-			wg.Wait()
-		})
-	})
-	b.Run("dedup.Trigger", func(b *testing.B) {
-		m, err := dedup.New(dedup.DeployFunc(deploy))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer m.Close(context.Background())
-		rounds(b, func(r, n int) {
-			wg.Add(n)
-			for i := range n {
-				if _, err := m.Trigger(dispatchKeyNames[i], revs[r%2]); err != nil {
-					b.Fatal(err)
+			defer m.Close(context.Background())
+			rounds(b, func(r, n int) {
+				wg.Add(n)
+				for i := range n {
+					if err := trigger(m, dispatchKeyNames[i], revs[r%2]); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-			wg.Wait()
-		})
-	})
+				wg.Wait()
+			})
+		}
+	}
+	b.Run("dedup.Notify", viaManager(func(m *dedup.Manager, key string, rev dedup.Revision) error {
+		return m.Notify(key, rev)
+	}))
+	b.Run("dedup.Trigger", viaManager(func(m *dedup.Manager, key string, rev dedup.Revision) error {
+		_, err := m.Trigger(key, rev)
+		return err
+	}))
 	b.Run("workqueue-2-workers", func(b *testing.B) {
 		q := workqueue.NewTyped[string]()
 		var mu sync.Mutex
