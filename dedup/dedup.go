@@ -22,7 +22,9 @@ type Revision string
 // concurrently for different keys. Deploy should return when ctx is done;
 // the Manager cancels ctx on timeout, on Close, and (with cancel-in-progress)
 // when a newer revision arrives. A panic in Deploy is recovered and reported
-// as a *PanicError.
+// as a *PanicError. When ctx is done, return an error that says so;
+// context.Cause(ctx) tells a timeout (context.DeadlineExceeded) from a
+// cancellation.
 type Deployer interface {
 	Deploy(ctx context.Context, key string, rev Revision) error
 }

@@ -51,7 +51,10 @@
 //
 // Keys and revisions must be non-empty UTF-8, at most MaxLen bytes, without
 // control characters. Revisions often come from outside (a webhook body):
-// no part of this module hands one to a shell.
+// no part of this module hands one to a shell. Nothing else is checked: a
+// revision may start with "-" and a key may hold "/" or "..", so a Deployer
+// that puts them on a command line or in a path must guard against that (see
+// package deployer).
 //
 // Package deduptest has a fake Clock and a controllable Deployer to test
 // code that uses a Manager.
