@@ -138,15 +138,15 @@ func printableASCII(s string) bool {
 	return true
 }
 
-// PanicError is the error of a run whose Deployer panicked. The Manager
-// recovers the panic, so one broken deploy does not crash the host.
+// PanicError is the error of a Deployer or Store call that panicked. The
+// Manager recovers the panic, so one broken deploy does not crash the host.
 type PanicError struct {
 	Value any    // what was passed to panic
 	Stack []byte // the stack of the panicking goroutine
 }
 
 func (e *PanicError) Error() string {
-	return fmt.Sprintf("dedup: deploy panicked: %v\n\n%s", e.Value, e.Stack)
+	return fmt.Sprintf("dedup: panic: %v\n\n%s", e.Value, e.Stack)
 }
 
 // Unwrap returns the panic value if it is an error.
@@ -157,12 +157,15 @@ func (e *PanicError) Unwrap() error {
 
 // callDeploy runs d.Deploy, turning a panic into a *PanicError.
 func callDeploy(ctx context.Context, d Deployer, key string, rev Revision) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = &PanicError{Value: v, Stack: debug.Stack()}
-		}
-	}()
+	defer recoverInto(&err)
 	return d.Deploy(ctx, key, rev)
+}
+
+// recoverInto, deferred, turns a panic into a *PanicError in *err.
+func recoverInto(err *error) {
+	if v := recover(); v != nil {
+		*err = &PanicError{Value: v, Stack: debug.Stack()}
+	}
 }
 
 // MemoryStore is a Store that keeps revisions in memory. Its zero value is

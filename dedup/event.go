@@ -12,7 +12,8 @@ type EventKind uint8
 
 // The kinds of Event.
 const (
-	// EventQueued: a revision became the pending one of an idle slot.
+	// EventQueued: a revision became the pending revision of a key that
+	// had none.
 	EventQueued EventKind = iota + 1
 	// EventCoalesced: a trigger joined the pending or running revision
 	// (Replaced empty), or replaced the pending revision (Replaced holds

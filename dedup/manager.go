@@ -266,7 +266,8 @@ func (m *Manager) Statuses() []Status {
 // keeps Close waiting.
 //
 // Close may be called more than once and concurrently; every call waits as
-// described.
+// described. It must not be called from a Deployer or an observer: it waits
+// for them to return.
 func (m *Manager) Close(ctx context.Context) error {
 	evs := events{on: m.notify, seq: &m.seq}
 	if m.closed.CompareAndSwap(false, true) {
@@ -336,7 +337,7 @@ func (m *Manager) work(ks *keyState, r *run) {
 func (m *Manager) execute(ks *keyState, r *run) (*keyState, *run) {
 	evs := events{on: m.notify, seq: &m.seq}
 	if r.needLoad {
-		rev, ok, err := m.store.Load(m.base, ks.key)
+		rev, ok, err := m.loadStore(ks.key)
 		now := instant{c: m.clock}
 		ks.shard.mu.Lock()
 		if m.loaded(ks, r, rev, ok, err, &now, &evs) {
@@ -356,7 +357,7 @@ func (m *Manager) execute(ks *keyState, r *run) (*keyState, *run) {
 	}
 	var saveErr error
 	if err == nil && m.store != nil {
-		saveErr = m.store.Save(m.base, ks.key, r.rev)
+		saveErr = m.saveStore(ks.key, r.rev)
 	}
 
 	now := instant{c: m.clock}
@@ -370,6 +371,17 @@ func (m *Manager) execute(ks *keyState, r *run) (*keyState, *run) {
 	}
 	m.finish(ks, r, err, &now, &evs)
 	return m.next(ks, &now, &evs)
+}
+
+// loadStore and saveStore call the Store, turning a panic into an error.
+func (m *Manager) loadStore(key string) (rev Revision, ok bool, err error) {
+	defer recoverInto(&err)
+	return m.store.Load(m.base, key)
+}
+
+func (m *Manager) saveStore(key string, rev Revision) (err error) {
+	defer recoverInto(&err)
+	return m.store.Save(m.base, key, rev)
 }
 
 // next is called, with the shard of ks locked, when a run of ks ended: it

@@ -220,7 +220,9 @@ func WithKeyPolicy(f func(key string) Policy) Option {
 
 // WithObserver calls f with every Event. f is called synchronously from the
 // goroutine that made the change, after it and with no lock held, so it may
-// call the Manager; it may be called from several goroutines at once. A slow
+// call the Manager, except Close: Close waits for the deploy goroutines that
+// deliver events. It may be called from several goroutines at once; Event.Seq
+// orders the events. A slow
 // f slows down whoever made the change.
 func WithObserver(f func(Event)) Option {
 	return func(cfg *config) {

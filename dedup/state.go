@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/dedupdeploy/dedupdeploy/internal/clockctx"
@@ -223,6 +224,7 @@ func (m *Manager) schedule(ks *keyState, now *instant, evs *events) *run {
 		// triggered and the newer run failed): nothing to deploy.
 		ks.pending = nil
 		m.disarm(p)
+		m.dequeue(ks)
 		evs.add(EventUnchanged, ks.key, p.rev, now)
 		settle(p, Unchanged, nil, now)
 		return nil
@@ -256,9 +258,24 @@ func (m *Manager) takeSlot(ks *keyState) bool {
 	return false
 }
 
+// dequeue takes ks out of the queue for a slot: it has nothing to start.
+func (m *Manager) dequeue(ks *keyState) {
+	if m.maxConcurrent == 0 {
+		return
+	}
+	m.slotMu.Lock()
+	defer m.slotMu.Unlock()
+	if ks.queued {
+		ks.queued = false
+		if i := slices.Index(m.queue, ks); i >= 0 {
+			m.queue = slices.Delete(m.queue, i, i+1)
+		}
+	}
+}
+
 // releaseSlot gives up a slot. If a key waits for one, the slot passes to
 // it, and releaseSlot returns it for the caller to hand the slot over.
-// It is called with no shard locked.
+// Lock order: it may be called with a shard locked.
 func (m *Manager) releaseSlot() *keyState {
 	if m.maxConcurrent == 0 {
 		return nil

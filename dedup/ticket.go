@@ -14,9 +14,11 @@ const (
 	// Deployed: the requested revision was deployed by the run that
 	// settled the ticket.
 	Deployed Outcome = iota + 1
-	// Superseded: a newer revision of the key was triggered before the
-	// requested one started, and the run of that newer revision, named in
-	// Result.Revision, succeeded in its place.
+	// Superseded: another revision of the key was triggered before the
+	// requested one was deployed (before it started, or while its failed
+	// attempt waited for a retry or was canceled), and the run that covered
+	// it, named in Result.Revision, succeeded or found that revision live
+	// already.
 	Superseded
 	// Unchanged: the requested revision was already live; nothing ran.
 	Unchanged

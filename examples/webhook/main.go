@@ -101,28 +101,31 @@ func run(ctx context.Context, ln net.Listener, d dedup.Deployer, grace time.Dura
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String())
 
+	serveOver := false
 	select {
 	case err = <-served: // Serve failed on its own
+		serveOver = true
 	case <-ctx.Done():
-		log.Info("shutting down: no new requests; waiting for those in flight", "grace", grace)
-		sctx, cancel := context.WithTimeout(context.Background(), grace)
-		err = srv.Shutdown(sctx)
-		cancel()
-		<-served // http.ErrServerClosed once Shutdown began
 	}
-
-	log.Info("closing the manager: waiting for running deploys", "grace", grace)
-	cctx, cancel := context.WithTimeout(context.Background(), grace)
+	// One grace period for both: the server takes no new request while the
+	// manager aborts what waits and lets running deploys finish. Close
+	// settles the tickets of requests still waiting, so their answers are
+	// written before Shutdown's wait for them ends.
+	log.Info("shutting down: no new requests; running deploys may finish", "grace", grace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	// Close settles the tickets of requests still waiting (their deploys
-	// are aborted or finish), so closing their connections after it loses
-	// no answer that could still come.
-	closeErr := m.Close(cctx)
-	if err != nil {
-		srv.Close()
-	}
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(sctx) }()
+	closeErr := m.Close(sctx)
 	if closeErr != nil {
-		closeErr = fmt.Errorf("close manager: %w", closeErr)
+		closeErr = fmt.Errorf("close manager: running deploys canceled after %v: %w", grace, closeErr)
+	}
+	if shutErr := <-shut; shutErr != nil {
+		srv.Close()
+		closeErr = errors.Join(closeErr, fmt.Errorf("shutdown: %w", shutErr))
+	}
+	if !serveOver {
+		<-served // http.ErrServerClosed once Shutdown began
 	}
 	return errors.Join(err, closeErr)
 }
