@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"slices"
 	"strings"
@@ -39,8 +38,7 @@ type Manager struct {
 	wg counter
 
 	closed atomic.Bool
-	seq    atomic.Uint64 // of the last Event
-	seed   maphash.Seed
+	seq    atomic.Uint64    // of the last Event
 	shards [numShards]shard // the keys, striped so that keys rarely share a lock
 
 	policyMu sync.Mutex
@@ -63,8 +61,16 @@ type shard struct {
 	_    [64 - 16]byte // one cache line each
 }
 
+// shard picks the shard of key by its FNV-1a hash: inlined, it costs less
+// than the map lookup that follows, which hashes the key again. Keys only
+// ever share a lock by it, so a poor spread costs contention, not
+// correctness.
 func (m *Manager) shard(key string) *shard {
-	return &m.shards[maphash.String(m.seed, key)%numShards]
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return &m.shards[(h^h>>16)%numShards]
 }
 
 // New returns a Manager that deploys with d. It returns an error wrapping
@@ -96,7 +102,6 @@ func New(d Deployer, opts ...Option) (*Manager, error) {
 		observer:      cfg.observer,
 		logger:        cfg.logger,
 		notify:        cfg.observer != nil || cfg.logger != nil,
-		seed:          maphash.MakeSeed(),
 		policies:      make(map[Policy]*Policy),
 	}
 	for i := range m.shards {
