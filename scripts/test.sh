@@ -24,3 +24,6 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -race -count=1 "$@" ./...
+# The comparison benchmarks live in a module of their own (it pulls
+# client-go): check that they build and run once.
+(cd internal/bench && go vet ./... && go test -run '^$' -bench . -benchtime=1x ./...)
