@@ -113,8 +113,9 @@ func New(d Deployer, opts ...Option) (*Manager, error) {
 }
 
 // Trigger asks for rev to become the live revision of key and returns the
-// ticket that tells when and how that was settled. It never blocks on a
-// deploy and does no I/O.
+// ticket that tells when and how that was settled, and what the trigger did
+// (Ticket.Action, Ticket.Replaced). It never blocks on a deploy and does no
+// I/O.
 //
 // If rev is already where key is heading (the pending revision, else the
 // running one, else the live one), Trigger joins it; a live revision with
@@ -126,12 +127,11 @@ func New(d Deployer, opts ...Option) (*Manager, error) {
 // Trigger returns an error wrapping ErrInvalid for a bad key or revision and
 // ErrClosed after Close.
 func (m *Manager) Trigger(key string, rev Revision, opts ...TriggerOption) (*Ticket, error) {
-	t := &Ticket{key: key, requested: rev}
-	r, now, err := m.trigger(key, rev, opts, true)
+	r, now, did, err := m.trigger(key, rev, opts, true)
 	if err != nil {
 		return nil, err
 	}
-	t.run = r
+	t := &Ticket{ks: did.ks, requested: rev, run: r, action: did.action, replaced: did.replaced}
 	if r == nil {
 		t.at = now
 	}
@@ -142,7 +142,7 @@ func (m *Manager) Trigger(key string, rev Revision, opts ...TriggerOption) (*Tic
 // poller: the same rules, no Ticket, so no allocation when a trigger joins or
 // replaces a pending revision.
 func (m *Manager) Notify(key string, rev Revision, opts ...TriggerOption) error {
-	_, _, err := m.trigger(key, rev, opts, false)
+	_, _, _, err := m.trigger(key, rev, opts, false)
 	return err
 }
 
@@ -157,12 +157,12 @@ func (m *Manager) Deploy(ctx context.Context, key string, rev Revision, opts ...
 	return t.Wait(ctx)
 }
 
-func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait bool) (*run, time.Time, error) {
+func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait bool) (*run, time.Time, did, error) {
 	if err := validate("key", key); err != nil {
-		return nil, time.Time{}, err
+		return nil, time.Time{}, did{}, err
 	}
 	if err := validate("revision", string(rev)); err != nil {
-		return nil, time.Time{}, err
+		return nil, time.Time{}, did{}, err
 	}
 	force := false
 	for _, o := range opts {
@@ -174,10 +174,11 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 	ks, err := m.key(sh, key)
 	if err != nil {
 		sh.mu.Unlock()
-		return nil, time.Time{}, err
+		return nil, time.Time{}, did{}, err
 	}
 	now := instant{c: m.clock}
-	r, start := m.request(ks, rev, force, wait, &now, &evs)
+	r, start, did := m.request(ks, rev, force, wait, &now, &evs)
+	did.ks = ks
 	if start != nil {
 		m.wg.Add(1) // under the lock, so that Close waits for it
 	}
@@ -187,9 +188,9 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 		go m.work(ks, start) // after the events that led to it
 	}
 	if wait && r == nil {
-		return nil, now.get(), nil // settled at once: the ticket needs the time
+		return nil, now.get(), did, nil // settled at once: the ticket needs the time
 	}
-	return r, time.Time{}, nil
+	return r, time.Time{}, did, nil
 }
 
 // key returns the state of key, creating it if needed. It is called with

@@ -186,7 +186,10 @@ func (h *harness) trigger(key string, rev dedup.Revision, force, notify bool) {
 		mt.real = tk
 		h.tickets = append(h.tickets, mt)
 	}
-	h.mod.trigger(key, rev, force, mt)
+	action, replaced := h.mod.trigger(key, rev, force, mt)
+	if tk := mt.real; tk != nil && (tk.Action() != action || tk.Replaced() != replaced) {
+		h.fatalf("Trigger(%q, %q): Action, Replaced = %v, %q; want %v, %q", key, rev, tk.Action(), tk.Replaced(), action, replaced)
+	}
 	h.last[key] = mt
 	synctest.Wait()
 }
@@ -449,22 +452,26 @@ func settleAll(r *mRun, rev dedup.Revision, o dedup.Outcome, panicked bool) {
 	r.tickets = nil
 }
 
-func (m *model) trigger(key string, rev dedup.Revision, force bool, t *mTicket) {
+// trigger applies a trigger and returns what its Ticket must say it did.
+func (m *model) trigger(key string, rev dedup.Revision, force bool, t *mTicket) (dedup.Action, dedup.Revision) {
 	k := m.keys[key]
+	var replaced dedup.Revision
+	running := k.running != nil
 	switch {
 	case k.pending != nil && k.pending.rev == rev:
 		k.pending.force = k.pending.force || force
 		k.pending.last = m.now
 		k.pending.tickets = append(k.pending.tickets, t)
-		return
+		return dedup.ActionJoinedPending, ""
 	case k.pending == nil && k.running != nil && !k.running.canceled && k.running.rev == rev:
 		k.running.tickets = append(k.running.tickets, t)
-		return
+		return dedup.ActionJoinedRunning, ""
 	case k.pending == nil && k.running == nil && k.loaded && k.live == rev && !force:
 		settleAll(&mRun{tickets: []*mTicket{t}}, rev, dedup.Unchanged, false)
-		return
+		return dedup.ActionUnchanged, ""
 	case k.pending != nil:
 		p := k.pending
+		replaced = p.rev
 		p.rev, p.force, p.last = rev, force, m.now
 		p.tickets = append(p.tickets, t)
 		if p.attempts > 0 {
@@ -478,7 +485,18 @@ func (m *model) trigger(key string, rev dedup.Revision, force bool, t *mTicket) 
 			m.finish(key, false, false)
 		}
 	}
-	m.tryStart(key)
+	started := m.tryStart(key)
+	switch {
+	case running:
+		// Behind a running deploy (one canceled for it too: the
+		// model ends that at once, the Manager when it returns).
+		return dedup.ActionQueued, replaced
+	case started:
+		return dedup.ActionStarted, replaced
+	case k.pending == nil:
+		return dedup.ActionUnchanged, replaced // back to the live revision
+	}
+	return dedup.ActionQueued, replaced
 }
 
 func (m *model) startAt(k *mKey) time.Time {
@@ -504,19 +522,21 @@ func latest(a, b time.Time) time.Time {
 	return a
 }
 
-func (m *model) tryStart(key string) {
+// tryStart starts the pending run of key if it is due, and reports whether
+// it did (a first run that the store then finds live counts as started).
+func (m *model) tryStart(key string) (started bool) {
 	k := m.keys[key]
 	p := k.pending
 	if p == nil || k.running != nil || m.closed {
-		return
+		return false
 	}
 	if k.loaded && p.rev == k.live && !p.force {
 		k.pending = nil
 		settleAll(p, p.rev, dedup.Unchanged, false)
-		return
+		return false
 	}
 	if m.startAt(k).After(m.now) {
-		return
+		return false
 	}
 	k.pending = nil
 	if !k.loaded {
@@ -524,7 +544,7 @@ func (m *model) tryStart(key string) {
 		k.loaded, k.live = true, k.stored
 		if p.rev == k.live && !p.force {
 			settleAll(p, p.rev, dedup.Unchanged, false)
-			return
+			return true
 		}
 	}
 	k.running = p
@@ -532,6 +552,7 @@ func (m *model) tryStart(key string) {
 	p.attemptStart = m.now
 	k.lastStart, k.started = m.now, true
 	m.starts = append(m.starts, start{key, p.rev})
+	return true
 }
 
 // finish ends the running attempt of key.

@@ -520,3 +520,96 @@ func TestNotifyIsTriggerWithoutTicket(t *testing.T) {
 	requireIdle(t, m, "web")
 	require.Equal(t, []dedup.Revision{"v1", "v3"}, d.Revisions("web"))
 }
+
+// TestTriggerAction checks what each Ticket says its trigger did.
+func TestTriggerAction(t *testing.T) {
+	type act struct {
+		action   dedup.Action
+		replaced dedup.Revision
+	}
+	// A step triggers rev (forced if force), or ends the running deploy
+	// of done and waits for its ticket, or, when neither is set, waits for
+	// the ticket of wait, or else advances the clock by debounce.
+	type step struct {
+		rev, done, wait dedup.Revision
+		force           bool
+	}
+	trig := func(rev dedup.Revision) step { return step{rev: rev} }
+	ok := func(rev dedup.Revision) step { return step{done: rev} }
+	const debounce = time.Minute
+	tests := []struct {
+		name    string
+		opts    []dedup.Option
+		steps   []step
+		actions []act // one per trigger, in order
+	}{
+		{
+			name:  "start, join, queue, supersede, unchanged",
+			steps: []step{trig("v1"), trig("v1"), trig("v2"), trig("v3"), trig("v3"), ok("v1"), ok("v3"), trig("v3")},
+			actions: []act{
+				{dedup.ActionStarted, ""}, {dedup.ActionJoinedRunning, ""}, {dedup.ActionQueued, ""},
+				{dedup.ActionQueued, "v2"}, {dedup.ActionJoinedPending, ""}, {dedup.ActionUnchanged, ""},
+			},
+		},
+		{
+			name:    "force starts a live revision",
+			steps:   []step{trig("v1"), ok("v1"), {rev: "v1", force: true}, ok("v1")},
+			actions: []act{{dedup.ActionStarted, ""}, {dedup.ActionStarted, ""}},
+		},
+		{
+			name:  "debounced, then taken back to the live revision",
+			opts:  []dedup.Option{dedup.WithDebounce(debounce, 0)},
+			steps: []step{trig("v1"), {}, ok("v1"), trig("v2"), trig("v1")},
+			actions: []act{
+				{dedup.ActionQueued, ""}, {dedup.ActionQueued, ""}, {dedup.ActionUnchanged, "v2"},
+			},
+		},
+		{
+			name:    "with a Store the first run starts, then reads it",
+			opts:    []dedup.Option{dedup.WithStore(storeWith("web", "v1"))},
+			steps:   []step{trig("v1"), {wait: "v1"}, trig("v2"), ok("v2")},
+			actions: []act{{dedup.ActionStarted, ""}, {dedup.ActionStarted, ""}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testContext(t)
+			d := new(deduptest.Deployer)
+			clock := new(deduptest.Clock)
+			m := newManager(t, d, append(tt.opts, dedup.WithClock(clock))...)
+			var got []act
+			last := map[dedup.Revision]*dedup.Ticket{}
+			for _, s := range tt.steps {
+				switch {
+				case s.rev != "":
+					var opts []dedup.TriggerOption
+					if s.force {
+						opts = append(opts, dedup.Force())
+					}
+					tk := trigger(t, m, "web", s.rev, opts...)
+					last[s.rev] = tk
+					got = append(got, act{tk.Action(), tk.Replaced()})
+				case s.done != "":
+					c := nextCall(ctx, t, d)
+					requireCall(t, c, "web", s.done)
+					c.Finish(nil)
+					await(ctx, t, last[s.done])
+				case s.wait != "":
+					await(ctx, t, last[s.wait])
+				default:
+					clock.Advance(debounce)
+				}
+			}
+			require.Equal(t, tt.actions, got)
+		})
+	}
+}
+
+// storeWith returns a Store in which key's live revision is rev.
+func storeWith(key string, rev dedup.Revision) dedup.Store {
+	s := new(dedup.MemoryStore)
+	if err := s.Save(context.Background(), key, rev); err != nil {
+		panic(err)
+	}
+	return s
+}

@@ -136,8 +136,8 @@ func settleBy(r, by *run) {
 
 // request handles a trigger of rev for ks. It returns the run a ticket
 // should hold (nil when rev is live already, or when the caller does not
-// wait) and a run the caller must execute.
-func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *instant, evs *events) (ticket, start *run) {
+// wait), a run the caller must execute, and what the trigger did.
+func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *instant, evs *events) (ticket, start *run, _ did) {
 	// Join: rev is where the key is heading.
 	if p := ks.pending; p != nil && p.rev == rev {
 		p.force = p.force || force
@@ -147,17 +147,17 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *ins
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
 			ev.Attempt = p.attempts
 		}
-		return p.waiter(wait), nil
+		return p.waiter(wait), nil, did{action: ActionJoinedPending}
 	}
 	if r := ks.running; ks.pending == nil && r != nil && !r.canceled && r.rev == rev {
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
 			ev.Attempt = r.attempts
 		}
-		return r.waiter(wait), nil
+		return r.waiter(wait), nil, did{action: ActionJoinedRunning}
 	}
 	if ks.pending == nil && ks.running == nil && ks.loaded && ks.live == rev && !force {
 		evs.add(EventUnchanged, ks.key, rev, now)
-		return nil, nil
+		return nil, nil, did{action: ActionUnchanged}
 	}
 
 	// Supersede: rev replaces the pending revision in place, and the
@@ -180,14 +180,14 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *ins
 			if ks.policy.Quiet > 0 {
 				p.w().first = p.w().last
 			}
-			return p.waiter(wait), m.schedule(ks, now, evs)
+			return m.scheduled(ks, p, wait, old, now, evs)
 		}
 		if ks.running == nil {
 			// Waiting for its start time or a slot: it may have gone
 			// back to the live revision.
-			return p.waiter(wait), m.schedule(ks, now, evs)
+			return m.scheduled(ks, p, wait, old, now, evs)
 		}
-		return p.waiter(wait), nil
+		return p.waiter(wait), nil, did{action: ActionQueued, replaced: old}
 	}
 
 	// Queue: rev becomes the pending revision.
@@ -207,7 +207,29 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *ins
 			ev.Replaced, ev.Attempt = r.rev, r.attempts
 		}
 	}
-	return p.waiter(wait), m.schedule(ks, now, evs)
+	return m.scheduled(ks, p, wait, "", now, evs)
+}
+
+// did is what a trigger did, for its Ticket.
+type did struct {
+	ks       *keyState
+	action   Action
+	replaced Revision
+}
+
+// scheduled schedules the pending run p of ks, which a trigger just queued
+// or changed, and returns what request returns.
+func (m *Manager) scheduled(ks *keyState, p *run, wait bool, replaced Revision, now *instant, evs *events) (ticket, start *run, d did) {
+	ticket = p.waiter(wait)
+	start = m.schedule(ks, now, evs)
+	d = did{action: ActionQueued, replaced: replaced}
+	switch {
+	case start != nil:
+		d.action = ActionStarted
+	case ks.pending != p: // settled: the key went back to its live revision
+		d.action = ActionUnchanged
+	}
+	return ticket, start, d
 }
 
 // schedule starts the pending run of ks if nothing of ks runs and its policy

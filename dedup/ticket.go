@@ -51,14 +51,61 @@ type Result struct {
 	Finished  time.Time
 }
 
+// Action is what a trigger did to its key at the moment it was made; the
+// Result says how it ended. Ticket.Replaced says, beside it, which pending
+// revision the trigger superseded.
+type Action uint8
+
+// The actions of a trigger.
+const (
+	// ActionStarted: a deploy of the requested revision started at once.
+	// With a Store, it first reads the live revision, and settles
+	// Unchanged if that is the requested one.
+	ActionStarted Action = iota + 1
+	// ActionQueued: the requested revision became the key's pending
+	// revision. It starts when the key's running deploy ends, or when
+	// its policy (debounce, min interval, retry backoff) or a concurrency
+	// slot allows.
+	ActionQueued
+	// ActionJoinedRunning: the requested revision was deploying already,
+	// with nothing pending after it; the ticket waits for that deploy.
+	ActionJoinedRunning
+	// ActionJoinedPending: the requested revision was pending already;
+	// the ticket waits for its deploy.
+	ActionJoinedPending
+	// ActionUnchanged: the requested revision was live already, with
+	// nothing running or pending (or the trigger took the key back to its
+	// live revision); nothing deploys. The ticket is settled.
+	ActionUnchanged
+)
+
+var actionNames = [...]string{"", "started", "queued", "joined-running", "joined-pending", "unchanged"}
+
+func (a Action) String() string {
+	if int(a) < len(actionNames) && a != 0 {
+		return actionNames[a]
+	}
+	return "action(" + strconv.Itoa(int(a)) + ")"
+}
+
 // Ticket is a trigger's claim on the run that will cover it. It is safe for
 // concurrent use; it is valid forever, also after the Manager is closed.
 type Ticket struct {
-	key       string
+	ks        *keyState // for its key
 	requested Revision
 	run       *run      // nil: settled at once as Unchanged
 	at        time.Time // when settled at once
+	replaced  Revision
+	action    Action
 }
+
+// Action returns what the trigger did when it was made.
+func (t *Ticket) Action() Action { return t.action }
+
+// Replaced returns the pending revision that the trigger superseded: it
+// will not deploy, and its tickets settle with the requested revision's
+// run. It is empty if the trigger replaced nothing.
+func (t *Ticket) Replaced() Revision { return t.replaced }
 
 // closed is the Done channel of tickets settled at once.
 var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
@@ -75,7 +122,7 @@ func (t *Ticket) Done() <-chan struct{} {
 // before that it returns the zero Result.
 func (t *Ticket) Result() Result {
 	if t.run == nil {
-		return Result{Key: t.key, Requested: t.requested, Revision: t.requested, Outcome: Unchanged, Started: t.at, Finished: t.at}
+		return Result{Key: t.ks.key, Requested: t.requested, Revision: t.requested, Outcome: Unchanged, Started: t.at, Finished: t.at}
 	}
 	select {
 	case <-t.run.done:
@@ -83,7 +130,7 @@ func (t *Ticket) Result() Result {
 		return Result{}
 	}
 	r := t.run.by
-	res := Result{Key: t.key, Requested: t.requested, Revision: r.rev, Outcome: r.outcome, Err: r.err,
+	res := Result{Key: t.ks.key, Requested: t.requested, Revision: r.rev, Outcome: r.outcome, Err: r.err,
 		Attempts: r.attempts, Started: r.started, Finished: r.finished}
 	if t.requested != r.rev && (r.outcome == Deployed || r.outcome == Unchanged) {
 		res.Outcome = Superseded

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
@@ -33,11 +32,6 @@ func newHandler(m *dedup.Manager) http.Handler {
 
 type handler struct {
 	m *dedup.Manager
-
-	// mu makes the handler's triggers take turns, so that the Status
-	// snapshots around one Trigger show what that Trigger did; Trigger
-	// itself does not say. Trigger never blocks, so the turns are short.
-	mu sync.Mutex
 }
 
 // triggered is the 202 answer to POST /deploy/{key}.
@@ -118,59 +112,43 @@ func (h *handler) deploy(w http.ResponseWriter, r *http.Request) {
 
 // trigger triggers rev of key and describes what that did.
 func (h *handler) trigger(key string, rev dedup.Revision) (*dedup.Ticket, triggered, error) {
-	h.mu.Lock()
-	before, _ := h.m.Status(key)
 	t, err := h.m.Trigger(key, rev)
-	after, _ := h.m.Status(key)
-	h.mu.Unlock()
 	if err != nil {
 		return nil, triggered{}, err
 	}
-
-	reply := triggered{Key: key, Requested: string(rev),
+	after, _ := h.m.Status(key) // deploys may have started or ended since
+	reply := triggered{Key: key, Requested: string(rev), Replaced: string(t.Replaced()),
 		Live: string(after.Live), Running: string(after.Running), Pending: string(after.Pending)}
-	// Between the snapshots only this trigger changes which revision is
-	// pending, but deploys may start and end: read each case with that in
-	// mind.
-	switch {
-	case settledUnchanged(t):
+	switch a := t.Action(); {
+	case a == dedup.ActionUnchanged:
 		reply.Action, reply.Message = "unchanged", fmt.Sprintf("%s is live already; nothing to do", rev)
-	case after.Superseded > before.Superseded:
-		reply.Action, reply.Replaced = "superseded", string(before.Pending)
-		reply.Message = fmt.Sprintf("superseded pending %s; %s", before.Pending, when(after))
-	case before.Pending == rev:
-		reply.Action, reply.Message = "joined-pending", fmt.Sprintf("%s was queued already; joined it", rev)
-	case before.Pending == "" && before.Running == rev:
-		reply.Action, reply.Message = "joined-running", fmt.Sprintf("%s is deploying already; joined that deploy", rev)
-	case after.Running == rev:
-		reply.Action, reply.Message = "started", fmt.Sprintf("deploy of %s started", rev)
+	case t.Replaced() != "":
+		reply.Action = "superseded"
+		reply.Message = fmt.Sprintf("superseded pending %s; %s", t.Replaced(), when(a, rev, after))
+	case a == dedup.ActionJoinedPending:
+		reply.Action, reply.Message = a.String(), fmt.Sprintf("%s was queued already; joined it", rev)
+	case a == dedup.ActionJoinedRunning:
+		reply.Action, reply.Message = a.String(), fmt.Sprintf("%s is deploying already; joined that deploy", rev)
+	case a == dedup.ActionStarted:
+		reply.Action, reply.Message = a.String(), when(a, rev, after)
 	default:
-		reply.Action, reply.Message = "queued", fmt.Sprintf("queued; %s", when(after))
+		reply.Action, reply.Message = a.String(), "queued; "+when(a, rev, after)
 	}
 	return t, reply, nil
 }
 
-// when says when the pending revision will deploy.
-func when(st dedup.Status) string {
-	switch st.Running {
-	case "":
+// when says when rev, which the trigger started or queued (action a),
+// deploys; st is the key's state just after the trigger.
+func when(a dedup.Action, rev dedup.Revision, st dedup.Status) string {
+	switch {
+	case a == dedup.ActionStarted:
+		return fmt.Sprintf("deploy of %s started", rev)
+	case st.Running == "":
 		return "deploys next"
-	case st.Pending: // a rollback to the running revision
+	case st.Running == rev: // a rollback to the running revision
 		return fmt.Sprintf("the running deploy of %s covers it, unless it fails", st.Running)
 	}
 	return fmt.Sprintf("deploys when the running deploy of %s ends", st.Running)
-}
-
-// settledUnchanged reports whether t was settled at once because its
-// revision is live.
-func settledUnchanged(t *dedup.Ticket) bool {
-	select {
-	case <-t.Done():
-		r := t.Result()
-		return r.Outcome == dedup.Unchanged && r.Attempts == 0
-	default:
-		return false
-	}
 }
 
 // revisionOf reads the requested revision from a JSON body
