@@ -74,25 +74,30 @@ func Example_coalescing() {
 	}
 	close(release)
 
-	var results []dedup.Result
+	var lines []string
 	for _, t := range tickets {
 		res, err := t.Wait(ctx)
 		if err != nil {
 			fmt.Println(err)
 			return
 		}
-		results = append(results, res)
+		// Action: what the trigger did; Result: how it ended.
+		did := t.Action().String()
+		if t.Replaced() != "" {
+			did += " in place of " + string(t.Replaced())
+		}
+		lines = append(lines, fmt.Sprintf("%s: %s, then %s by %s", res.Requested, did, res.Outcome, res.Revision))
 	}
-	for _, res := range results {
-		fmt.Printf("%s: %s by %s\n", res.Requested, res.Outcome, res.Revision)
+	for _, l := range lines {
+		fmt.Println(l)
 	}
 	// Output:
 	// deploying v1
 	// deploying v4
-	// v1: deployed by v1
-	// v2: superseded by v4
-	// v3: superseded by v4
-	// v4: deployed by v4
+	// v1: started, then deployed by v1
+	// v2: queued, then superseded by v4
+	// v3: queued in place of v2, then superseded by v4
+	// v4: queued in place of v3, then deployed by v4
 }
 
 // Test code that uses a Manager with a fake clock and a Deployer whose
