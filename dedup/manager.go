@@ -236,8 +236,35 @@ func (m *Manager) intern(p Policy) *Policy {
 	return q
 }
 
-// Status returns the state of key, and false if key was never triggered.
-// It does not block on deploys.
+// Forget drops what the Manager holds of key, if nothing of it runs or
+// waits: an idle key costs a few hundred bytes, and a service whose keys
+// come and go (say, a preview environment per pull request) forgets the
+// ones that went. It reports whether key is gone: false while a deploy of
+// key runs or a revision is pending (also one waiting for its retry); true
+// also for a key never triggered.
+//
+// A forgotten key starts afresh at its next trigger: its counters and last
+// error are gone and MinInterval does not hold back its first run. Its live
+// revision is read from the Store again; without a Store it is unknown, so
+// a trigger of the revision that was live deploys it again. Tickets of the
+// key stay valid.
+func (m *Manager) Forget(key string) bool {
+	sh := m.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ks := sh.keys[key]
+	if ks == nil {
+		return true
+	}
+	if ks.running != nil || ks.pending != nil {
+		return false
+	}
+	delete(sh.keys, key)
+	return true
+}
+
+// Status returns the state of key, and false if key was never triggered or
+// was forgotten. It does not block on deploys.
 func (m *Manager) Status(key string) (Status, bool) {
 	sh := m.shard(key)
 	sh.mu.Lock()
@@ -249,7 +276,8 @@ func (m *Manager) Status(key string) (Status, bool) {
 	return m.status(ks), true
 }
 
-// Statuses returns the state of every key ever triggered, sorted by key.
+// Statuses returns the state of every key triggered and not forgotten,
+// sorted by key.
 func (m *Manager) Statuses() []Status {
 	var out []Status
 	for i := range m.shards {

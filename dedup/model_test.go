@@ -115,6 +115,7 @@ func runModel(t *testing.T, choose func(int) int, steps int) {
 			// A durable store from an earlier life: some keys are
 			// live already.
 			store := new(dedup.MemoryStore)
+			mod.store = true
 			for _, k := range modelKeys {
 				mod.keys[k].loaded = false
 				if rev := choose(len(modelRevs) + 1); rev < len(modelRevs) {
@@ -131,14 +132,16 @@ func runModel(t *testing.T, choose func(int) int, steps int) {
 		h := &harness{t: t, m: m, d: d, mod: mod, last: make(map[string]*mTicket)}
 		t.Logf("policy %+v", pol)
 		for range steps {
-			switch op := choose(10); {
-			case op < 5:
+			switch op := choose(20); {
+			case op < 10:
 				key, rev := modelKeys[choose(len(modelKeys))], modelRevs[choose(len(modelRevs))]
 				h.trigger(key, rev, choose(10) == 0, choose(5) == 0)
-			case op < 8:
+			case op < 16:
 				h.finish(choose(len(modelKeys)), choose(4))
-			default:
+			case op < 19:
 				h.advance(time.Duration(choose(8)) * time.Second)
+			default:
+				h.forget(modelKeys[choose(len(modelKeys))])
 			}
 			h.check()
 			if t.Failed() {
@@ -192,6 +195,18 @@ func (h *harness) trigger(key string, rev dedup.Revision, force, notify bool) {
 	}
 	h.last[key] = mt
 	synctest.Wait()
+}
+
+// forget calls Forget on key.
+func (h *harness) forget(key string) {
+	h.logf("Forget(%q)", key)
+	got, want := h.m.Forget(key), h.mod.forget(key)
+	if got != want {
+		h.fatalf("Forget(%q) = %v; model says %v", key, got, want)
+	}
+	if got {
+		delete(h.last, key) // its newest revision need not end live
+	}
 }
 
 // finish ends the running deploy of the how-th key that has one: kind 0 and
@@ -421,6 +436,7 @@ type mKey struct {
 
 type model struct {
 	pol             dedup.Policy
+	store           bool // the Manager has a Store
 	t0, now         time.Time
 	keys            map[string]*mKey
 	starts          []start
@@ -497,6 +513,22 @@ func (m *model) trigger(key string, rev dedup.Revision, force bool, t *mTicket) 
 		return dedup.ActionUnchanged, replaced // back to the live revision
 	}
 	return dedup.ActionQueued, replaced
+}
+
+// forget drops an idle key's state and reports whether it did.
+func (m *model) forget(key string) bool {
+	k := m.keys[key]
+	if k.running != nil || k.pending != nil {
+		return false
+	}
+	if m.store {
+		if k.loaded {
+			k.stored = k.live // saved after each deploy
+		}
+		k.loaded = false
+	}
+	k.live, k.started, k.lastStart = "", false, time.Time{}
+	return true
 }
 
 func (m *model) startAt(k *mKey) time.Time {

@@ -86,3 +86,65 @@ func TestStatusesSortedByKey(t *testing.T) {
 	}
 	require.Equal(t, []string{"api", "db", "web", "worker"}, keys, "Statuses order")
 }
+
+// TestForget: only an idle key is forgotten, and it starts afresh.
+func TestForget(t *testing.T) {
+	for _, withStore := range []bool{false, true} {
+		name := "no store"
+		if withStore {
+			name = "store"
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx := testContext(t)
+			clock := new(deduptest.Clock)
+			d := new(deduptest.Deployer)
+			rec := newRecorder()
+			opts := []dedup.Option{dedup.WithClock(clock), dedup.WithMinInterval(time.Hour), dedup.WithObserver(rec.observe),
+				dedup.WithRetry(dedup.RetryPolicy{MaxAttempts: 2, Initial: time.Minute})}
+			if withStore {
+				opts = append(opts, dedup.WithStore(new(dedup.MemoryStore)))
+			}
+			m := newManager(t, d, opts...)
+			require.True(t, m.Forget("web"), "Forget of a key never triggered")
+
+			t1 := trigger(t, m, "web", "v1")
+			c1 := nextCall(ctx, t, d)
+			require.False(t, m.Forget("web"), "Forget while v1 runs")
+			t2 := trigger(t, m, "web", "v2")
+			c1.Finish(nil)
+			await(ctx, t, t1)
+			require.False(t, m.Forget("web"), "Forget while v2 waits for the min interval")
+			clock.Advance(time.Hour)
+			c2 := nextCall(ctx, t, d)
+			c2.Finish(errBoom)
+			rec.waitFor(ctx, t, "retrying", ofKind(dedup.EventRetrying, "v2"))
+			require.False(t, m.Forget("web"), "Forget while v2 waits for its retry")
+			clock.Advance(time.Hour) // the retry backoff, and the min interval
+			nextCall(ctx, t, d).Finish(nil)
+			requireResult(t, await(ctx, t, t2), "v2", "v2", dedup.Deployed)
+
+			require.True(t, m.Forget("web"), "Forget of the idle key")
+			_, ok := m.Status("web")
+			require.False(t, ok, "Status of a forgotten key")
+			require.Empty(t, m.Statuses())
+			require.True(t, m.Forget("web"), "Forget again")
+
+			// Afresh: no min interval; the live revision known only
+			// to the Store.
+			t3 := trigger(t, m, "web", "v2")
+			if withStore {
+				require.Equal(t, dedup.ActionStarted, t3.Action(), "the first run reads the Store")
+				requireResult(t, await(ctx, t, t3), "v2", "v2", dedup.Unchanged)
+			} else {
+				c3 := nextCall(ctx, t, d)
+				requireCall(t, c3, "web", "v2")
+				c3.Finish(nil)
+				requireResult(t, await(ctx, t, t3), "v2", "v2", dedup.Deployed)
+			}
+			st := status(t, m, "web")
+			require.Equal(t, dedup.Revision("v2"), st.Live)
+			require.Zero(t, st.Failures, "counters start afresh")
+			requireResult(t, t1.Result(), "v1", "v1", dedup.Deployed) // old tickets stay valid
+		})
+	}
+}

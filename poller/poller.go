@@ -201,7 +201,8 @@ func (p *Poller) Watch(key string, src Source, opts ...WatchOption) error {
 // Unwatch stops watching key: its timer is stopped and a poll of it that is
 // running is canceled and its result dropped. When Unwatch returns, the
 // Poller will not trigger key again (until it is watched again). Unwatching
-// a key that is not watched does nothing.
+// a key that is not watched does nothing. The Manager keeps the key's
+// state; dedup.Manager.Forget drops it once its deploys are done.
 //
 // Unwatch does not block, except to wait while a revision of key is being
 // handed to the Trigger at that moment; so it must not be called for the
