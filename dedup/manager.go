@@ -342,7 +342,7 @@ func (m *Manager) Close(ctx context.Context) error {
 			for _, ks := range sh.keys {
 				if r := ks.running; r != nil {
 					if ev := evs.add(EventCanceled, ks.key, r.rev, &now); ev != nil {
-						ev.Attempt = r.attempts
+						ev.Attempt = int(r.attempts)
 					}
 				}
 			}
@@ -514,7 +514,7 @@ func (e *events) add(kind EventKind, key string, rev Revision, now *instant) *Ev
 
 func (e *events) failed(ks *keyState, r *run, err error, dur time.Duration, now *instant) {
 	if ev := e.add(EventFailed, ks.key, r.rev, now); ev != nil {
-		ev.Attempt, ev.Err, ev.Duration = r.attempts, err, dur
+		ev.Attempt, ev.Err, ev.Duration = int(r.attempts), err, dur
 	}
 }
 

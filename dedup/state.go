@@ -64,7 +64,7 @@ func (ks *keyState) err() *keyErrs {
 // tickets on it; runs it absorbed settle with it.
 type run struct {
 	rev      Revision
-	attempts int
+	attempts int32 // beside the flags: a run is allocated per deploy, keep it small
 	force    bool
 	needLoad bool // the Store must be read before the first attempt
 	canceled bool // its context was canceled for a newer revision
@@ -72,10 +72,9 @@ type run struct {
 
 	wait *runWait // nil while its policy needs no start time
 
-	ctx            context.Context // nil: the Manager's base context
-	cancel         context.CancelFunc
-	started        time.Time // first attempt
-	attemptStarted time.Time
+	ctx     context.Context // nil: the Manager's base context
+	cancel  context.CancelFunc
+	started time.Time // first attempt; the running attempt's start is ks.lastStarted
 
 	// Once settled: done is closed, and by is the run whose result this
 	// run's tickets report (itself, or the newer run that absorbed it).
@@ -145,13 +144,13 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *ins
 			p.w().last = now.get()
 		}
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
-			ev.Attempt = p.attempts
+			ev.Attempt = int(p.attempts)
 		}
 		return p.waiter(wait), nil, did{action: ActionJoinedPending}
 	}
 	if r := ks.running; ks.pending == nil && r != nil && !r.canceled && r.rev == rev {
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
-			ev.Attempt = r.attempts
+			ev.Attempt = int(r.attempts)
 		}
 		return r.waiter(wait), nil, did{action: ActionJoinedRunning}
 	}
@@ -204,7 +203,7 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *ins
 			r.cancel()
 		}
 		if ev := evs.add(EventCanceled, ks.key, rev, now); ev != nil {
-			ev.Replaced, ev.Attempt = r.rev, r.attempts
+			ev.Replaced, ev.Attempt = r.rev, int(r.attempts)
 		}
 	}
 	return m.scheduled(ks, p, wait, "", now, evs)
@@ -379,18 +378,17 @@ func (m *Manager) start(ks *keyState, now *instant, evs *events) *run {
 // begin starts an attempt of the running run r.
 func (m *Manager) begin(ks *keyState, r *run, now *instant, evs *events) {
 	r.attempts++
-	r.attemptStarted = now.get()
+	ks.lastStarted = now.get()
 	if r.attempts == 1 {
-		r.started = r.attemptStarted
+		r.started = ks.lastStarted
 	}
 	ks.runs++
-	ks.lastStarted = r.attemptStarted
 	r.ctx, r.cancel = m.attemptContext(ks.policy)
 	if r.canceled && r.cancel != nil {
 		r.cancel() // a newer revision arrived while the Store was read
 	}
 	if ev := evs.add(EventStarted, ks.key, r.rev, now); ev != nil {
-		ev.Attempt = r.attempts
+		ev.Attempt = int(r.attempts)
 	}
 }
 
@@ -419,7 +417,7 @@ func (m *Manager) afterFunc(d time.Duration, f func()) func() bool {
 func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *events) {
 	ks.running = nil
 	ks.lastFinished = now.get()
-	dur := ks.lastFinished.Sub(r.attemptStarted)
+	dur := ks.lastFinished.Sub(ks.lastStarted)
 	r.ctx, r.cancel = nil, nil
 	if err == nil {
 		ks.live, ks.loaded = r.rev, true
@@ -428,7 +426,7 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 		}
 		ks.deployed++
 		if ev := evs.add(EventSucceeded, ks.key, r.rev, now); ev != nil {
-			ev.Attempt, ev.Duration = r.attempts, dur
+			ev.Attempt, ev.Duration = int(r.attempts), dur
 		}
 		if p := ks.pending; p != nil && p.rev == r.rev && !p.force {
 			// Triggered again while it ran: this run covers it.
@@ -448,7 +446,7 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 		if m.base.Err() != nil { // Close canceled it
 			o, err = Aborted, fmt.Errorf("%w: %w", ErrClosed, err)
 			if ev := evs.add(EventAborted, ks.key, r.rev, now); ev != nil {
-				ev.Attempt, ev.Err, ev.Duration = r.attempts, err, dur
+				ev.Attempt, ev.Err, ev.Duration = int(r.attempts), err, dur
 			}
 		} else {
 			evs.failed(ks, r, err, dur, now)
@@ -459,8 +457,8 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 		// tickets of r settle with it.
 		evs.failed(ks, r, err, dur, now)
 		ks.pending.absorbed = append(ks.pending.absorbed, r)
-	case r.attempts < ks.policy.Retry.MaxAttempts:
-		delay := ks.policy.Retry.backoff(r.attempts)
+	case int(r.attempts) < ks.policy.Retry.MaxAttempts:
+		delay := ks.policy.Retry.backoff(int(r.attempts))
 		if j := ks.policy.Retry.Jitter; j > 0 {
 			delay -= time.Duration(j * rand.Float64() * float64(delay))
 		}
@@ -468,7 +466,7 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 		r.canceled = false
 		ks.pending = r
 		if ev := evs.add(EventRetrying, ks.key, r.rev, now); ev != nil {
-			ev.Attempt, ev.Err, ev.Duration, ev.Delay = r.attempts, err, dur, delay
+			ev.Attempt, ev.Err, ev.Duration, ev.Delay = int(r.attempts), err, dur, delay
 		}
 	default:
 		evs.failed(ks, r, err, dur, now)
@@ -498,7 +496,7 @@ func (m *Manager) abort(ks *keyState, now *instant, evs *events) {
 	ks.pending = nil
 	m.disarm(p)
 	if ev := evs.add(EventAborted, ks.key, p.rev, now); ev != nil {
-		ev.Attempt = p.attempts
+		ev.Attempt = int(p.attempts)
 	}
 	settle(p, Aborted, ErrClosed, now)
 }
@@ -566,7 +564,7 @@ func (m *Manager) status(ks *keyState) Status {
 		s.LastErr, s.StoreErr = ks.errs.last, ks.errs.store
 	}
 	if r := ks.running; r != nil {
-		s.Running, s.Attempt = r.rev, r.attempts
+		s.Running, s.Attempt = r.rev, int(r.attempts)
 	}
 	if p := ks.pending; p != nil {
 		s.Pending = p.rev
@@ -576,7 +574,7 @@ func (m *Manager) status(ks *keyState) Status {
 			m.slotMu.Unlock()
 		}
 		if ks.running == nil {
-			s.Attempt = p.attempts
+			s.Attempt = int(p.attempts)
 			s.NextStart = ks.startAt(p)
 		}
 	}

@@ -131,7 +131,7 @@ func (t *Ticket) Result() Result {
 	}
 	r := t.run.by
 	res := Result{Key: t.ks.key, Requested: t.requested, Revision: r.rev, Outcome: r.outcome, Err: r.err,
-		Attempts: r.attempts, Started: r.started, Finished: r.finished}
+		Attempts: int(r.attempts), Started: r.started, Finished: r.finished}
 	if t.requested != r.rev && (r.outcome == Deployed || r.outcome == Unchanged) {
 		res.Outcome = Superseded
 	}
