@@ -44,10 +44,16 @@
 //   - Close: refuses new triggers, aborts pending tickets, lets running
 //     deploys finish until its context ends, then cancels them.
 //
+// A Ticket also says what its trigger did right then (Ticket.Action:
+// started, queued, joined the running or pending run, or unchanged) and which
+// pending revision it superseded (Ticket.Replaced), so that a webhook can
+// answer at once.
+//
 // Memory per key does not grow with the number of triggers: a storm of
 // distinct revisions during one long deploy keeps one pending slot. An idle
 // key has no goroutine and no timer; a goroutine exists only while a deploy
-// of its key runs.
+// of its key runs. The Manager keeps every key it has seen until
+// Manager.Forget drops an idle one.
 //
 // Keys and revisions must be non-empty UTF-8, at most MaxLen bytes, without
 // control characters. Revisions often come from outside (a webhook body):
