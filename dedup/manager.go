@@ -131,7 +131,7 @@ func (m *Manager) Trigger(key string, rev Revision, opts ...TriggerOption) (*Tic
 	if err != nil {
 		return nil, err
 	}
-	t := &Ticket{ks: did.ks, requested: rev, run: r, action: did.action, replaced: did.replaced}
+	t := &Ticket{key: did.ks.key, requested: rev, run: r, action: did.action, replaced: did.replaced}
 	if r == nil {
 		t.at = now
 	}
@@ -239,15 +239,20 @@ func (m *Manager) intern(p Policy) *Policy {
 // Forget drops what the Manager holds of key, if nothing of it runs or
 // waits: an idle key costs a few hundred bytes, and a service whose keys
 // come and go (say, a preview environment per pull request) forgets the
-// ones that went. It reports whether key is gone: false while a deploy of
-// key runs or a revision is pending (also one waiting for its retry); true
-// also for a key never triggered.
+// ones that went. It reports whether key is gone; true also for a key never
+// triggered. It returns false, and forgets nothing, while
+//   - a deploy of key runs, or a revision of key is pending (also one
+//     waiting for its retry);
+//   - the key's MinInterval since its last start has not passed: its next
+//     run must still wait for it;
+//   - with a Store, the live revision is known only to the Manager, because
+//     its Save failed (Status.StoreErr): forgetting would lose it. A later
+//     successful deploy saves the live revision again.
 //
 // A forgotten key starts afresh at its next trigger: its counters and last
-// error are gone and MinInterval does not hold back its first run. Its live
-// revision is read from the Store again; without a Store it is unknown, so
-// a trigger of the revision that was live deploys it again. Tickets of the
-// key stay valid.
+// error are gone. Its live revision is read from the Store again; without
+// a Store it is unknown, so a trigger of the revision that was live deploys
+// it again. Tickets of the key stay valid.
 func (m *Manager) Forget(key string) bool {
 	sh := m.shard(key)
 	sh.mu.Lock()
@@ -256,7 +261,10 @@ func (m *Manager) Forget(key string) bool {
 	if ks == nil {
 		return true
 	}
-	if ks.running != nil || ks.pending != nil {
+	if ks.running != nil || ks.pending != nil || ks.unsaved {
+		return false
+	}
+	if iv := ks.policy.MinInterval; iv > 0 && !ks.lastStarted.IsZero() && m.clock.Now().Before(ks.lastStarted.Add(iv)) {
 		return false
 	}
 	delete(sh.keys, key)
@@ -397,6 +405,9 @@ func (m *Manager) execute(ks *keyState, r *run) (*keyState, *run) {
 	now := instant{c: m.clock}
 	now.get() // outside the lock: it is needed, and the lock is shared
 	ks.shard.mu.Lock()
+	if err == nil && m.store != nil {
+		ks.unsaved = saveErr != nil
+	}
 	if saveErr != nil {
 		ks.err().store = saveErr
 		if ev := evs.add(EventStoreFailed, ks.key, r.rev, &now); ev != nil {

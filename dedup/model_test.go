@@ -521,6 +521,9 @@ func (m *model) forget(key string) bool {
 	if k.running != nil || k.pending != nil {
 		return false
 	}
+	if m.pol.MinInterval > 0 && k.started && m.now.Before(k.lastStart.Add(m.pol.MinInterval)) {
+		return false // its next run must still wait
+	}
 	if m.store {
 		if k.loaded {
 			k.stored = k.live // saved after each deploy

@@ -34,6 +34,7 @@ type keyState struct {
 	live    Revision
 	loaded  bool // live is known: the Store was read or a deploy succeeded
 	queued  bool // in Manager.queue, waiting for a concurrency slot; guarded by slotMu
+	unsaved bool // live was deployed but the Store's Save failed: only memory knows it
 	running *run
 	pending *run
 
@@ -319,9 +320,15 @@ func (m *Manager) releaseSlot() *keyState {
 // shard locked and returns the run the caller must execute.
 func (m *Manager) handOver(ks *keyState, now *instant, evs *events) (*keyState, *run) {
 	for ks != nil {
+		if testHookHandOver != nil {
+			testHookHandOver(ks.key)
+		}
 		sh := ks.shard
 		sh.mu.Lock()
 		if ks.pending != nil && ks.running == nil && !m.closed.Load() {
+			// A trigger that took the lock since the slot was passed
+			// may have queued ks again: it needs no place any more.
+			m.dequeue(ks)
 			r := m.start(ks, now, evs)
 			sh.mu.Unlock()
 			return ks, r
@@ -331,6 +338,10 @@ func (m *Manager) handOver(ks *keyState, now *instant, evs *events) (*keyState, 
 	}
 	return nil, nil
 }
+
+// testHookHandOver, if set, runs in handOver before it locks the shard of
+// the key it passes a slot to: tests use it to trigger that key just then.
+var testHookHandOver func(key string)
 
 // startAt is the earliest time the pending run p may start.
 func (ks *keyState) startAt(p *run) time.Time {

@@ -123,14 +123,15 @@ func TestForget(t *testing.T) {
 			nextCall(ctx, t, d).Finish(nil)
 			requireResult(t, await(ctx, t, t2), "v2", "v2", dedup.Deployed)
 
+			require.False(t, m.Forget("web"), "Forget within the min interval since the last start")
+			clock.Advance(time.Hour)
 			require.True(t, m.Forget("web"), "Forget of the idle key")
 			_, ok := m.Status("web")
 			require.False(t, ok, "Status of a forgotten key")
 			require.Empty(t, m.Statuses())
 			require.True(t, m.Forget("web"), "Forget again")
 
-			// Afresh: no min interval; the live revision known only
-			// to the Store.
+			// Afresh: the live revision is known only to the Store.
 			t3 := trigger(t, m, "web", "v2")
 			if withStore {
 				require.Equal(t, dedup.ActionStarted, t3.Action(), "the first run reads the Store")
@@ -147,4 +148,31 @@ func TestForget(t *testing.T) {
 			requireResult(t, t1.Result(), "v1", "v1", dedup.Deployed) // old tickets stay valid
 		})
 	}
+}
+
+// Forget keeps a key whose live revision the Store failed to save: the
+// Manager's memory is its only record.
+func TestForgetUnsaved(t *testing.T) {
+	ctx := testContext(t)
+	store := newCountingStore()
+	require.NoError(t, store.MemoryStore.Save(ctx, "web", "v1"))
+	m := newManager(t, instant(), dedup.WithStore(store))
+
+	store.saveErr = errBoom
+	res, err := m.Deploy(ctx, "web", "v2")
+	require.NoError(t, err)
+	requireResult(t, res, "v2", "v2", dedup.Deployed)
+	require.ErrorIs(t, status(t, m, "web").StoreErr, errBoom)
+	require.False(t, m.Forget("web"), "Forget while v2 is live but unsaved")
+
+	// A rollback to v1 still deploys: the Manager knows v2 is live.
+	store.saveErr = nil
+	res, err = m.Deploy(ctx, "web", "v1")
+	require.NoError(t, err)
+	requireResult(t, res, "v1", "v1", dedup.Deployed)
+	require.True(t, m.Forget("web"), "Forget once the live revision is saved")
+
+	res, err = m.Deploy(ctx, "web", "v1")
+	require.NoError(t, err)
+	requireResult(t, res, "v1", "v1", dedup.Unchanged)
 }

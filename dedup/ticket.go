@@ -47,8 +47,12 @@ type Result struct {
 	Outcome   Outcome
 	Err       error // non-nil exactly when Outcome is Failed or Aborted
 	Attempts  int   // attempts of the run that settled the ticket; 0 if nothing ran
-	Started   time.Time
-	Finished  time.Time
+	// Started is when the first attempt of the run that settled the
+	// ticket began, Finished when that run was settled. For a ticket
+	// settled without a deploy (Unchanged, Aborted) both are the time it
+	// was settled.
+	Started  time.Time
+	Finished time.Time
 }
 
 // Action is what a trigger did to its key at the moment it was made; the
@@ -59,7 +63,8 @@ type Action uint8
 // The actions of a trigger.
 const (
 	// ActionStarted: a deploy of the requested revision started at once.
-	// With a Store, it first reads the live revision, and settles
+	// Before a key's first deploy (also after Forget), a Manager with a
+	// Store first reads the live revision from it, and settles the run
 	// Unchanged if that is the requested one.
 	ActionStarted Action = iota + 1
 	// ActionQueued: the requested revision became the key's pending
@@ -91,7 +96,7 @@ func (a Action) String() string {
 // Ticket is a trigger's claim on the run that will cover it. It is safe for
 // concurrent use; it is valid forever, also after the Manager is closed.
 type Ticket struct {
-	ks        *keyState // for its key
+	key       string
 	requested Revision
 	run       *run      // nil: settled at once as Unchanged
 	at        time.Time // when settled at once
@@ -103,7 +108,8 @@ type Ticket struct {
 func (t *Ticket) Action() Action { return t.action }
 
 // Replaced returns the pending revision that the trigger superseded: it
-// will not deploy, and its tickets settle with the requested revision's
+// will not deploy (or, if it was a failed run waiting for its retry, will
+// not be retried), and its tickets settle with the requested revision's
 // run. It is empty if the trigger replaced nothing.
 func (t *Ticket) Replaced() Revision { return t.replaced }
 
@@ -122,7 +128,7 @@ func (t *Ticket) Done() <-chan struct{} {
 // before that it returns the zero Result.
 func (t *Ticket) Result() Result {
 	if t.run == nil {
-		return Result{Key: t.ks.key, Requested: t.requested, Revision: t.requested, Outcome: Unchanged, Started: t.at, Finished: t.at}
+		return Result{Key: t.key, Requested: t.requested, Revision: t.requested, Outcome: Unchanged, Started: t.at, Finished: t.at}
 	}
 	select {
 	case <-t.run.done:
@@ -130,7 +136,7 @@ func (t *Ticket) Result() Result {
 		return Result{}
 	}
 	r := t.run.by
-	res := Result{Key: t.ks.key, Requested: t.requested, Revision: r.rev, Outcome: r.outcome, Err: r.err,
+	res := Result{Key: t.key, Requested: t.requested, Revision: r.rev, Outcome: r.outcome, Err: r.err,
 		Attempts: int(r.attempts), Started: r.started, Finished: r.finished}
 	if t.requested != r.rev && (r.outcome == Deployed || r.outcome == Unchanged) {
 		res.Outcome = Superseded
