@@ -4,9 +4,10 @@ package dedup_test
 // independently of the Manager, is driven through the same random schedule
 // as a real Manager inside a testing/synctest bubble. After every step the
 // bubble is let settle (synctest.Wait) and the two are compared: running and
-// pending revision of every key, the deploys started, and the result of
-// every ticket. The bubble's fake time makes debounce, minimum interval,
-// retry backoff and timeouts exact.
+// pending revision of every key, whether it waits for a concurrency slot
+// (WithMaxConcurrent, first come first served), the deploys started, what
+// each trigger did, and the result of every ticket. The bubble's fake time
+// makes debounce, minimum interval, retry backoff and timeouts exact.
 
 import (
 	"context"
@@ -109,8 +110,8 @@ func runModel(t *testing.T, choose func(int) int, steps int) {
 	synctest.Test(t, func(t *testing.T) {
 		pol := randomPolicy(choose)
 		d := new(deduptest.Deployer)
-		opts := []dedup.Option{dedup.WithKeyPolicy(func(string) dedup.Policy { return pol })}
 		mod := newModel(pol, time.Now())
+		opts := []dedup.Option{dedup.WithKeyPolicy(func(key string) dedup.Policy { return mod.keys[key].pol })}
 		if choose(2) == 0 {
 			// A durable store from an earlier life: some keys are
 			// live already.
@@ -125,12 +126,16 @@ func runModel(t *testing.T, choose func(int) int, steps int) {
 			}
 			opts = append(opts, dedup.WithStore(store))
 		}
+		if n := choose(3); n > 0 {
+			opts = append(opts, dedup.WithMaxConcurrent(n))
+			mod.max = n
+		}
 		m, err := dedup.New(panicky{d}, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		h := &harness{t: t, m: m, d: d, mod: mod, last: make(map[string]*mTicket)}
-		t.Logf("policy %+v", pol)
+		t.Logf("policy %+v, max concurrent %d", pol, mod.max)
 		for range steps {
 			switch op := choose(20); {
 			case op < 10:
@@ -304,10 +309,11 @@ func (h *harness) check() {
 		}
 		if mk.pending != nil {
 			w.Pending = mk.pending.rev
+			w.Queued = slices.Contains(h.mod.queue, k)
 		}
-		if st.Live != w.Live || st.Running != w.Running || st.Pending != w.Pending {
-			h.fatalf("Status(%q) = live %q running %q pending %q; model says live %q running %q pending %q",
-				k, st.Live, st.Running, st.Pending, w.Live, w.Running, w.Pending)
+		if st.Live != w.Live || st.Running != w.Running || st.Pending != w.Pending || st.Queued != w.Queued {
+			h.fatalf("Status(%q) = live %q running %q pending %q queued %v; model says live %q running %q pending %q queued %v",
+				k, st.Live, st.Running, st.Pending, st.Queued, w.Live, w.Running, w.Pending, w.Queued)
 		}
 	}
 	if n := h.d.MaxRunningPerKey(); n > 1 {
@@ -381,6 +387,10 @@ func (h *harness) fatalf(format string, args ...any) {
 	for _, l := range h.log {
 		h.t.Log(l)
 	}
+	h.t.Logf("model: slots taken %d, queue %v", h.mod.active, h.mod.queue)
+	for _, st := range h.m.Statuses() {
+		h.t.Logf("Manager: %q running %q pending %q queued %v attempt %d", st.Key, st.Running, st.Pending, st.Queued, st.Attempt)
+	}
 	h.t.Fatalf(format, args...)
 }
 
@@ -425,6 +435,7 @@ type mRun struct {
 }
 
 type mKey struct {
+	pol       dedup.Policy
 	loaded    bool           // live is known
 	stored    dedup.Revision // what the store holds before the first deploy
 	live      dedup.Revision
@@ -435,8 +446,10 @@ type mKey struct {
 }
 
 type model struct {
-	pol             dedup.Policy
-	store           bool // the Manager has a Store
+	store           bool     // the Manager has a Store
+	max             int      // WithMaxConcurrent; 0: no limit
+	active          int      // slots taken
+	queue           []string // keys due to start that wait for a slot, first come first served
 	t0, now         time.Time
 	keys            map[string]*mKey
 	starts          []start
@@ -444,12 +457,26 @@ type model struct {
 	canceledByClose []string
 }
 
+// newModel returns a model whose keys have policy pol, with every duration
+// of key b one millisecond longer and of key c one microsecond longer: no
+// two keys then wait until the same instant, so that the order in which
+// they queue for a slot is known. (The timers of a Manager on the real
+// clock that fire at the same instant fire in no set order.)
 func newModel(pol dedup.Policy, now time.Time) *model {
-	m := &model{pol: pol, t0: now, now: now, keys: make(map[string]*mKey)}
-	for _, k := range modelKeys {
-		m.keys[k] = &mKey{loaded: true}
+	m := &model{t0: now, now: now, keys: make(map[string]*mKey)}
+	for i, k := range modelKeys {
+		m.keys[k] = &mKey{loaded: true, pol: offsetPolicy(pol, []time.Duration{0, time.Millisecond, time.Microsecond}[i])}
 	}
 	return m
+}
+
+func offsetPolicy(p dedup.Policy, off time.Duration) dedup.Policy {
+	for _, d := range []*time.Duration{&p.Quiet, &p.MaxDelay, &p.MinInterval, &p.Retry.Initial, &p.Retry.Max, &p.Timeout} {
+		if *d > 0 {
+			*d += off
+		}
+	}
+	return p
 }
 
 func (m *model) takeStarts() []start {
@@ -495,7 +522,7 @@ func (m *model) trigger(key string, rev dedup.Revision, force bool, t *mTicket) 
 		}
 	default:
 		k.pending = &mRun{rev: rev, force: force, first: m.now, last: m.now, tickets: []*mTicket{t}}
-		if r := k.running; r != nil && m.pol.CancelInProgress && !r.canceled {
+		if r := k.running; r != nil && k.pol.CancelInProgress && !r.canceled {
 			// The deploy returns at once on its canceled context.
 			r.canceled = true
 			m.finish(key, false, false)
@@ -521,7 +548,7 @@ func (m *model) forget(key string) bool {
 	if k.running != nil || k.pending != nil {
 		return false
 	}
-	if m.pol.MinInterval > 0 && k.started && m.now.Before(k.lastStart.Add(m.pol.MinInterval)) {
+	if k.pol.MinInterval > 0 && k.started && m.now.Before(k.lastStart.Add(k.pol.MinInterval)) {
 		return false // its next run must still wait
 	}
 	if m.store {
@@ -537,13 +564,13 @@ func (m *model) forget(key string) bool {
 func (m *model) startAt(k *mKey) time.Time {
 	p := k.pending
 	at := p.retryAt
-	if m.pol.MinInterval > 0 && k.started {
-		at = latest(at, k.lastStart.Add(m.pol.MinInterval))
+	if k.pol.MinInterval > 0 && k.started {
+		at = latest(at, k.lastStart.Add(k.pol.MinInterval))
 	}
-	if m.pol.Quiet > 0 {
-		q := p.last.Add(m.pol.Quiet)
-		if m.pol.MaxDelay > 0 && p.first.Add(m.pol.MaxDelay).Before(q) {
-			q = p.first.Add(m.pol.MaxDelay)
+	if k.pol.Quiet > 0 {
+		q := p.last.Add(k.pol.Quiet)
+		if k.pol.MaxDelay > 0 && p.first.Add(k.pol.MaxDelay).Before(q) {
+			q = p.first.Add(k.pol.MaxDelay)
 		}
 		at = latest(at, q)
 	}
@@ -567,19 +594,29 @@ func (m *model) tryStart(key string) (started bool) {
 	}
 	if k.loaded && p.rev == k.live && !p.force {
 		k.pending = nil
+		m.dequeue(key)
 		settleAll(p, p.rev, dedup.Unchanged, false)
 		return false
 	}
-	if m.startAt(k).After(m.now) {
+	if m.startAt(k).After(m.now) || !m.takeSlot(key) {
 		return false
 	}
+	m.begin(key)
+	return true
+}
+
+// begin starts the pending run of key, which has a slot.
+func (m *model) begin(key string) {
+	k := m.keys[key]
+	p := k.pending
 	k.pending = nil
 	if !k.loaded {
 		// The store is read before the first deploy.
 		k.loaded, k.live = true, k.stored
 		if p.rev == k.live && !p.force {
 			settleAll(p, p.rev, dedup.Unchanged, false)
-			return true
+			m.ended(key)
+			return
 		}
 	}
 	k.running = p
@@ -587,7 +624,56 @@ func (m *model) tryStart(key string) (started bool) {
 	p.attemptStart = m.now
 	k.lastStart, k.started = m.now, true
 	m.starts = append(m.starts, start{key, p.rev})
-	return true
+}
+
+// ended is called when a run of key ended: its slot passes to the key that
+// waited longest for one, after key's own next run had its chance to queue.
+func (m *model) ended(key string) {
+	grant := m.releaseSlot()
+	m.tryStart(key)
+	for grant != "" {
+		k := m.keys[grant]
+		if k.pending != nil && k.running == nil && !m.closed {
+			// It starts with the newest revision, whatever its
+			// policy said since it queued.
+			m.dequeue(grant)
+			m.begin(grant)
+			return
+		}
+		grant = m.releaseSlot()
+	}
+}
+
+func (m *model) takeSlot(key string) bool {
+	if m.max == 0 {
+		return true
+	}
+	if m.active < m.max && len(m.queue) == 0 {
+		m.active++
+		return true
+	}
+	if !slices.Contains(m.queue, key) {
+		m.queue = append(m.queue, key)
+	}
+	return false
+}
+
+func (m *model) dequeue(key string) {
+	m.queue = slices.DeleteFunc(m.queue, func(k string) bool { return k == key })
+}
+
+// releaseSlot frees a slot, or returns the key it passes to.
+func (m *model) releaseSlot() string {
+	if m.max == 0 {
+		return ""
+	}
+	if len(m.queue) > 0 {
+		key := m.queue[0]
+		m.queue = m.queue[1:]
+		return key
+	}
+	m.active--
+	return ""
 }
 
 // finish ends the running attempt of key.
@@ -607,18 +693,18 @@ func (m *model) finish(key string, ok, panicked bool) {
 		settleAll(r, r.rev, dedup.Aborted, false)
 	case k.pending != nil:
 		k.pending.tickets = append(k.pending.tickets, r.tickets...)
-	case r.attempts < max(1, m.pol.Retry.MaxAttempts):
-		backoff := m.pol.Retry.Initial
+	case r.attempts < max(1, k.pol.Retry.MaxAttempts):
+		backoff := k.pol.Retry.Initial
 		for range r.attempts - 1 {
-			backoff = time.Duration(float64(backoff) * m.pol.Retry.Multiplier)
+			backoff = time.Duration(float64(backoff) * k.pol.Retry.Multiplier)
 		}
-		r.retryAt = m.now.Add(min(backoff, m.pol.Retry.Max))
+		r.retryAt = m.now.Add(min(backoff, k.pol.Retry.Max))
 		r.canceled = false
 		k.pending = r
 	default:
 		settleAll(r, r.rev, dedup.Failed, panicked)
 	}
-	m.tryStart(key)
+	m.ended(key)
 }
 
 // advance moves the model's time to 'to', starting pending runs and timing
@@ -631,10 +717,10 @@ func (m *model) advance(to time.Time) {
 			k := m.keys[key]
 			var at time.Time
 			switch {
-			case k.running != nil && m.pol.Timeout > 0:
-				at = k.running.attemptStart.Add(m.pol.Timeout)
-			case k.running == nil && k.pending != nil:
-				at = m.startAt(k)
+			case k.running != nil && k.pol.Timeout > 0:
+				at = k.running.attemptStart.Add(k.pol.Timeout)
+			case k.running == nil && k.pending != nil && !slices.Contains(m.queue, key):
+				at = m.startAt(k) // a queued key waits for a slot, not a time
 			default:
 				continue
 			}
@@ -657,6 +743,7 @@ func (m *model) advance(to time.Time) {
 
 func (m *model) close(expired bool) {
 	m.closed = true
+	m.queue = nil
 	for _, key := range modelKeys {
 		k := m.keys[key]
 		if p := k.pending; p != nil {
