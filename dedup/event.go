@@ -46,12 +46,7 @@ const (
 
 var kindNames = [...]string{"", "queued", "coalesced", "started", "succeeded", "failed", "retrying", "canceled", "unchanged", "aborted", "store-failed"}
 
-func (k EventKind) String() string {
-	if int(k) < len(kindNames) && k != 0 {
-		return kindNames[k]
-	}
-	return "event(" + strconv.Itoa(int(k)) + ")"
-}
+func (k EventKind) String() string { return enumName(kindNames[:], uint8(k), "event") }
 
 // Event is a state change of one key, passed to the observer set with
 // WithObserver and logged by the logger set with WithLogger.
@@ -107,4 +102,13 @@ func (e Event) log(l *slog.Logger) {
 		attrs = append(attrs, slog.Any("err", e.Err))
 	}
 	l.LogAttrs(ctx, lvl, "dedup: "+e.Kind.String(), attrs...)
+}
+
+// enumName is the name of value v of an enumeration whose names are
+// indexed by value (names[0] unused), or kind(v) for a value without one.
+func enumName(names []string, v uint8, kind string) string {
+	if int(v) < len(names) && v != 0 {
+		return names[v]
+	}
+	return kind + "(" + strconv.Itoa(int(v)) + ")"
 }

@@ -2,7 +2,6 @@ package dedup
 
 import (
 	"context"
-	"strconv"
 	"time"
 )
 
@@ -32,12 +31,7 @@ const (
 
 var outcomeNames = [...]string{"", "deployed", "superseded", "unchanged", "failed", "aborted"}
 
-func (o Outcome) String() string {
-	if int(o) < len(outcomeNames) && o != 0 {
-		return outcomeNames[o]
-	}
-	return "outcome(" + strconv.Itoa(int(o)) + ")"
-}
+func (o Outcome) String() string { return enumName(outcomeNames[:], uint8(o), "outcome") }
 
 // Result is the answer to one trigger.
 type Result struct {
@@ -86,12 +80,7 @@ const (
 
 var actionNames = [...]string{"", "started", "queued", "joined-running", "joined-pending", "unchanged"}
 
-func (a Action) String() string {
-	if int(a) < len(actionNames) && a != 0 {
-		return actionNames[a]
-	}
-	return "action(" + strconv.Itoa(int(a)) + ")"
-}
+func (a Action) String() string { return enumName(actionNames[:], uint8(a), "action") }
 
 // Ticket is a trigger's claim on the run that will cover it. It is safe for
 // concurrent use; it is valid forever, also after the Manager is closed.
