@@ -828,7 +828,7 @@ func TestObserverOnClose(t *testing.T) {
 	}
 }
 
-func TestEventKindStrings(t *testing.T) {
+func TestEnumStrings(t *testing.T) {
 	for k, want := range map[dedup.EventKind]string{
 		dedup.EventQueued: "queued", dedup.EventCoalesced: "coalesced", dedup.EventStarted: "started",
 		dedup.EventSucceeded: "succeeded", dedup.EventFailed: "failed", dedup.EventRetrying: "retrying",
@@ -842,6 +842,12 @@ func TestEventKindStrings(t *testing.T) {
 		dedup.Failed: "failed", dedup.Aborted: "aborted", 0: "outcome(0)", 9: "outcome(9)",
 	} {
 		require.Equalf(t, want, o.String(), "Outcome(%d).String()", o)
+	}
+	for a, want := range map[dedup.Action]string{
+		dedup.ActionStarted: "started", dedup.ActionQueued: "queued", dedup.ActionJoinedRunning: "joined-running",
+		dedup.ActionJoinedPending: "joined-pending", dedup.ActionUnchanged: "unchanged", 0: "action(0)", 6: "action(6)",
+	} {
+		require.Equalf(t, want, a.String(), "Action(%d).String()", a)
 	}
 }
 
