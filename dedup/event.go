@@ -51,9 +51,9 @@ func (k EventKind) String() string { return enumName(kindNames[:], uint8(k), "ev
 // Event is a state change of one key, passed to the observer set with
 // WithObserver and logged by the logger set with WithLogger.
 type Event struct {
-	Kind     EventKind
-	Key      string
-	Revision Revision
+	Kind     EventKind     // what happened
+	Key      string        // to which key
+	Revision Revision      // the revision it happened to
 	Replaced Revision      // the superseded revision (EventCoalesced) or the canceled one (EventCanceled)
 	Attempt  int           // the attempt started, finished or failed
 	Err      error         // EventFailed, EventRetrying, EventStoreFailed

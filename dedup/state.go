@@ -594,7 +594,7 @@ func (m *Manager) status(ks *keyState) Status {
 
 // Status is a snapshot of one key.
 type Status struct {
-	Key     string
+	Key     string   // the key this is the state of
 	Live    Revision // last successfully deployed; empty until known
 	Running Revision // empty when no deploy runs
 	Pending Revision // empty when nothing waits; a failed revision waiting for its retry is pending

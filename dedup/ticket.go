@@ -35,12 +35,12 @@ func (o Outcome) String() string { return enumName(outcomeNames[:], uint8(o), "o
 
 // Result is the answer to one trigger.
 type Result struct {
-	Key       string
+	Key       string   // the key triggered
 	Requested Revision // what the trigger asked for
 	Revision  Revision // what the run that settled the ticket deployed; newer than Requested when superseded
-	Outcome   Outcome
-	Err       error // non-nil exactly when Outcome is Failed or Aborted
-	Attempts  int   // attempts of the run that settled the ticket; 0 if nothing ran
+	Outcome   Outcome  // how the ticket was settled
+	Err       error    // non-nil exactly when Outcome is Failed or Aborted
+	Attempts  int      // attempts of the run that settled the ticket; 0 if nothing ran
 	// Started is when the first attempt of the run that settled the
 	// ticket began, Finished when that run was settled. For a ticket
 	// settled without a deploy (Unchanged, Aborted) both are the time it

@@ -43,8 +43,8 @@ func (k EventKind) String() string {
 // Event is what one poll of a key found, passed to the observer set with
 // WithObserver and logged by the logger set with WithLogger.
 type Event struct {
-	Kind     EventKind
-	Key      string
+	Kind     EventKind      // what happened
+	Key      string         // the watched key
 	Revision dedup.Revision // what the source reported (empty for EventError)
 	Previous dedup.Revision // the revision seen before (EventChanged)
 	Err      error          // EventError, EventTriggerFailed

@@ -321,7 +321,7 @@ func (p *Poller) Run(ctx context.Context) error {
 
 // Status is the polling state of one watched key.
 type Status struct {
-	Key      string
+	Key      string         // the watched key
 	Revision dedup.Revision // the last revision the Trigger accepted ("" if none yet)
 	Err      error          // error of the last poll (source or Trigger), nil after a success
 	Failures int            // failed polls in a row

@@ -32,8 +32,8 @@ var _ dedup.Deployer = (*Deployer)(nil)
 
 // Call is one call of Deployer.Deploy.
 type Call struct {
-	Key      string
-	Revision dedup.Revision
+	Key      string         // the key deployed
+	Revision dedup.Revision // the revision deployed
 
 	ctx      context.Context
 	finish   chan error    // buffered: the first Finish wins
