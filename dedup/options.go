@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"reflect"
 	"time"
 )
 
@@ -127,6 +128,7 @@ type config struct {
 	maxConcurrent int
 	observer      func(Event)
 	logger        *slog.Logger
+	slotHook      func(key string) // tests only: see export_test.go
 	errs          []error
 }
 
@@ -138,8 +140,8 @@ func (c *config) errorf(format string, args ...any) {
 // result times use. The default is the time package.
 func WithClock(c Clock) Option {
 	return func(cfg *config) {
-		if c == nil {
-			cfg.errorf("nil Clock")
+		if isNil(c) {
+			cfg.errorf("nil Clock (%T)", c)
 		}
 		cfg.clock = c
 	}
@@ -149,8 +151,8 @@ func WithClock(c Clock) Option {
 // default keeps it in the Manager's memory only.
 func WithStore(s Store) Option {
 	return func(cfg *config) {
-		if s == nil {
-			cfg.errorf("nil Store")
+		if isNil(s) {
+			cfg.errorf("nil Store (%T)", s)
 		}
 		cfg.store = s
 	}
@@ -252,3 +254,17 @@ type TriggerOption struct {
 // Force deploys the revision even if it is already live. A forced trigger
 // still joins a run of the same revision that is pending or running.
 func Force() TriggerOption { return TriggerOption{force: true} }
+
+// isNil reports whether v is nil, or an interface holding a nil pointer,
+// func, map, channel or slice: a typed nil such as (*deployer.Cmd)(nil)
+// would only fail at its first call, deep in a deploy.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Chan, reflect.Slice, reflect.Interface, reflect.UnsafePointer:
+		return rv.IsNil()
+	}
+	return false
+}

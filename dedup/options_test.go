@@ -903,3 +903,9 @@ func TestLogger(t *testing.T) {
 		require.Contains(t, lines, want, "log lines:\n%s", strings.Join(lines, "\n"))
 	}
 }
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

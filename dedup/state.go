@@ -120,18 +120,32 @@ func settle(r *run, o Outcome, err error, now *instant) {
 	if r.started.IsZero() {
 		r.started = r.finished
 	}
-	settleBy(r, r)
-}
-
-func settleBy(r, by *run) {
-	r.by = by
+	r.by = r
 	if r.done != nil {
 		close(r.done)
 	}
-	for _, a := range r.absorbed {
-		settleBy(a, by)
+	for i, a := range r.absorbed { // flat: absorb moved theirs here
+		a.by = r
+		close(a.done)
+		r.absorbed[i] = nil
 	}
 	r.absorbed = nil
+}
+
+// absorb makes the tickets of run a settle with run r: a was superseded by
+// r (a failed or canceled attempt replaced by r's newer revision, or a
+// pending revision that r deployed already). A run that no ticket waits on
+// is dropped, and what a absorbed moves to r: the list stays flat and holds
+// only runs that tickets wait on, so a key's memory is bounded by the
+// tickets held, not by how many runs failed before, and settling needs no
+// recursion.
+func absorb(r, a *run) {
+	r.absorbed = append(r.absorbed, a.absorbed...)
+	clear(a.absorbed)
+	a.absorbed = nil
+	if a.done != nil {
+		r.absorbed = append(r.absorbed, a)
+	}
 }
 
 // request handles a trigger of rev for ks. It returns the run a ticket
@@ -150,6 +164,11 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *ins
 		return p.waiter(wait), nil, did{action: ActionJoinedPending}
 	}
 	if r := ks.running; ks.pending == nil && r != nil && !r.canceled && r.rev == rev {
+		if r.needLoad {
+			// The Store is being read: a forced trigger must not let
+			// the run settle Unchanged if it says rev is live.
+			r.force = r.force || force
+		}
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
 			ev.Attempt = int(r.attempts)
 		}
@@ -269,6 +288,9 @@ func (m *Manager) takeSlot(ks *keyState) bool {
 	}
 	m.slotMu.Lock()
 	defer m.slotMu.Unlock()
+	if m.slotHook != nil {
+		m.slotHook(ks.key)
+	}
 	if m.active < m.maxConcurrent && len(m.queue) == 0 {
 		m.active++
 		return true
@@ -295,15 +317,19 @@ func (m *Manager) dequeue(ks *keyState) {
 	}
 }
 
-// releaseSlot gives up a slot. If a key waits for one, the slot passes to
-// it, and releaseSlot returns it for the caller to hand the slot over.
+// releaseSlot gives up the slot that key from held. If a key waits for
+// one, the slot passes to it, and releaseSlot returns it for the caller to
+// hand the slot over.
 // Lock order: it may be called with a shard locked.
-func (m *Manager) releaseSlot() *keyState {
+func (m *Manager) releaseSlot(from *keyState) *keyState {
 	if m.maxConcurrent == 0 {
 		return nil
 	}
 	m.slotMu.Lock()
 	defer m.slotMu.Unlock()
+	if m.slotHook != nil {
+		m.slotHook(from.key)
+	}
 	if len(m.queue) > 0 {
 		ks := m.queue[0]
 		m.queue[0] = nil
@@ -334,7 +360,7 @@ func (m *Manager) handOver(ks *keyState, now *instant, evs *events) (*keyState, 
 			return ks, r
 		}
 		sh.mu.Unlock()
-		ks = m.releaseSlot()
+		ks = m.releaseSlot(ks)
 	}
 	return nil, nil
 }
@@ -443,7 +469,7 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 			// Triggered again while it ran: this run covers it.
 			ks.pending = nil
 			m.disarm(p)
-			r.absorbed = append(r.absorbed, p)
+			absorb(r, p)
 		}
 		settle(r, Deployed, nil, now)
 		return
@@ -467,7 +493,7 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 		// A newer revision is pending: it replaces any retry, and the
 		// tickets of r settle with it.
 		evs.failed(ks, r, err, dur, now)
-		ks.pending.absorbed = append(ks.pending.absorbed, r)
+		absorb(ks.pending, r)
 	case int(r.attempts) < ks.policy.Retry.MaxAttempts:
 		delay := ks.policy.Retry.backoff(int(r.attempts))
 		if j := ks.policy.Retry.Jitter; j > 0 {
@@ -493,7 +519,7 @@ func (m *Manager) finishUnchanged(ks *keyState, r *run, now *instant, evs *event
 	if p := ks.pending; p != nil && p.rev == r.rev && !p.force {
 		ks.pending = nil
 		m.disarm(p)
-		r.absorbed = append(r.absorbed, p)
+		absorb(r, p)
 	}
 	settle(r, Unchanged, nil, now)
 }
@@ -558,10 +584,10 @@ func (m *Manager) fire(ks *keyState, p *run, gen uint32) {
 		m.wg.Add(1)
 	}
 	ks.shard.mu.Unlock()
-	m.emit(&evs)
 	if r != nil {
-		go m.work(ks, r)
+		defer m.spawn(ks, r) // also if an observer calls runtime.Goexit
 	}
+	m.emit(&evs)
 }
 
 // status is the Status of ks.
