@@ -49,8 +49,30 @@
 // pending revision it superseded (Ticket.Replaced), so that a webhook can
 // answer at once.
 //
+// # What user code cannot break
+//
+// Deployers, Stores, observers, loggers and key policy functions are user
+// code. Whatever they do (return, panic, call runtime.Goexit as t.FailNow
+// does), every started run ends, every ticket settles, concurrency slots
+// are released and Close returns:
+//
+//   - a panic in a Deployer or a Store is a *PanicError, with its stack:
+//     a failed attempt, or a failed Load or Save;
+//   - a runtime.Goexit in a Deployer or a Store is a failed attempt (or a
+//     failed Load or Save) whose error wraps ErrGoexit; the Manager goes
+//     on in a new goroutine;
+//   - a panic in an observer or a logger is recovered and logged; the
+//     Manager's state was recorded before the events were delivered;
+//   - a panic in a key policy function is the error of the Trigger that
+//     called it.
+//
+// A Deployer that ignores its canceled context still keeps Close waiting:
+// nothing can stop a goroutine from outside.
+//
 // Memory per key does not grow with the number of triggers: a storm of
-// distinct revisions during one long deploy keeps one pending slot. An idle
+// distinct revisions during one long deploy keeps one pending slot, and
+// deploys that keep failing while newer revisions arrive keep only the runs
+// that unsettled tickets wait on. An idle
 // key has no goroutine and no timer; a goroutine exists only while a deploy
 // of its key runs. The Manager keeps every key it has seen until
 // Manager.Forget drops an idle one.

@@ -224,8 +224,13 @@ func WithKeyPolicy(f func(key string) Policy) Option {
 // goroutine that made the change, after it and with no lock held, so it may
 // call the Manager, except Close: Close waits for the deploy goroutines that
 // deliver events. It may be called from several goroutines at once; Event.Seq
-// orders the events. A slow
-// f slows down whoever made the change.
+// orders the events. A slow f slows down whoever made the change.
+//
+// A panic in f is recovered and logged (to the Manager's logger, else
+// slog's default, with the stack), the way net/http logs a panicking
+// handler; the other events are still delivered and the Manager goes on.
+// If f calls runtime.Goexit, the events not yet delivered from that change
+// are lost; the change itself, and every run it started, is not.
 func WithObserver(f func(Event)) Option {
 	return func(cfg *config) {
 		if f == nil {
@@ -236,7 +241,9 @@ func WithObserver(f func(Event)) Option {
 }
 
 // WithLogger logs every Event to l: failures at Warn, coalescing at Debug,
-// the rest at Info.
+// the rest at Info. A handler that panics or calls runtime.Goexit is
+// treated as an observer that does (see WithObserver); its panics are
+// reported to slog's default logger.
 func WithLogger(l *slog.Logger) Option {
 	return func(cfg *config) {
 		if l == nil {
