@@ -127,6 +127,7 @@ type config struct {
 	maxConcurrent int
 	observer      func(Event)
 	logger        *slog.Logger
+	slow          slowPolicy
 	errs          []error
 }
 
