@@ -88,21 +88,43 @@ func (d *duration) UnmarshalText(b []byte) error {
 }
 
 type statusJSON struct {
-	Key          string    `json:"key"`
-	Live         Revision  `json:"live,omitempty"`
-	Running      Revision  `json:"running,omitempty"`
-	Pending      Revision  `json:"pending,omitempty"`
-	LastErr      string    `json:"last_error,omitempty"`
-	Attempt      int       `json:"attempt,omitempty"`
-	Queued       bool      `json:"queued,omitempty"`
-	NextStart    time.Time `json:"next_start,omitzero"`
-	Runs         int       `json:"runs"`
-	Deployed     int       `json:"deployed"`
-	Failures     int       `json:"failures"`
-	Superseded   int       `json:"superseded"`
-	StoreErr     string    `json:"store_error,omitempty"`
-	LastStarted  time.Time `json:"last_started,omitzero"`
-	LastFinished time.Time `json:"last_finished,omitzero"`
+	Key          string        `json:"key"`
+	Live         Revision      `json:"live,omitempty"`
+	Running      Revision      `json:"running,omitempty"`
+	Pending      Revision      `json:"pending,omitempty"`
+	LastErr      string        `json:"last_error,omitempty"`
+	Attempt      int           `json:"attempt,omitempty"`
+	Queued       bool          `json:"queued,omitempty"`
+	NextStart    time.Time     `json:"next_start,omitzero"`
+	Runs         int           `json:"runs"`
+	Deployed     int           `json:"deployed"`
+	Failures     int           `json:"failures"`
+	Superseded   int           `json:"superseded"`
+	StoreErr     string        `json:"store_error,omitempty"`
+	LastStarted  time.Time     `json:"last_started,omitzero"`
+	LastFinished time.Time     `json:"last_finished,omitzero"`
+	Baseline     *baselineJSON `json:"baseline,omitempty"`
+	Slow         bool          `json:"slow,omitempty"`
+}
+
+type baselineJSON struct {
+	Samples int      `json:"samples"`
+	Mean    duration `json:"mean"`
+	P90     duration `json:"p90"`
+}
+
+func baselineOut(b Baseline) *baselineJSON {
+	if b.Samples == 0 {
+		return nil
+	}
+	return &baselineJSON{Samples: b.Samples, Mean: duration(b.Mean), P90: duration(b.P90)}
+}
+
+func baselineIn(b *baselineJSON) Baseline {
+	if b == nil {
+		return Baseline{}
+	}
+	return Baseline{Samples: b.Samples, Mean: time.Duration(b.Mean), P90: time.Duration(b.P90)}
 }
 
 // MarshalJSON writes s for people and tools: snake_case names, errors as
@@ -114,6 +136,7 @@ func (s Status) MarshalJSON() ([]byte, error) {
 		Attempt: s.Attempt, Queued: s.Queued, NextStart: s.NextStart,
 		Runs: s.Runs, Deployed: s.Deployed, Failures: s.Failures, Superseded: s.Superseded,
 		StoreErr: errText(s.StoreErr), LastStarted: s.LastStarted, LastFinished: s.LastFinished,
+		Baseline: baselineOut(s.Baseline), Slow: s.Slow,
 	})
 }
 
@@ -129,6 +152,7 @@ func (s *Status) UnmarshalJSON(b []byte) error {
 		Attempt: j.Attempt, Queued: j.Queued, NextStart: j.NextStart,
 		Runs: j.Runs, Deployed: j.Deployed, Failures: j.Failures, Superseded: j.Superseded,
 		StoreErr: textErr(j.StoreErr), LastStarted: j.LastStarted, LastFinished: j.LastFinished,
+		Baseline: baselineIn(j.Baseline), Slow: j.Slow,
 	}
 	return nil
 }
@@ -178,6 +202,8 @@ type eventJSON struct {
 	Err      string    `json:"error,omitempty"`
 	Duration duration  `json:"duration,omitzero"`
 	Delay    duration  `json:"delay,omitzero"`
+	Baseline duration  `json:"baseline,omitzero"`
+	Action   Action    `json:"action,omitzero"`
 }
 
 // MarshalJSON writes e with the kind's name, the error's text, durations
@@ -186,6 +212,7 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	return json.Marshal(eventJSON{
 		Seq: e.Seq, Time: e.Time, Kind: e.Kind, Key: e.Key, Revision: e.Revision, Replaced: e.Replaced,
 		Attempt: e.Attempt, Err: errText(e.Err), Duration: duration(e.Duration), Delay: duration(e.Delay),
+		Baseline: duration(e.Baseline), Action: e.Action,
 	})
 }
 
@@ -199,6 +226,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	*e = Event{
 		Seq: j.Seq, Time: j.Time, Kind: j.Kind, Key: j.Key, Revision: j.Revision, Replaced: j.Replaced,
 		Attempt: j.Attempt, Err: textErr(j.Err), Duration: time.Duration(j.Duration), Delay: time.Duration(j.Delay),
+		Baseline: time.Duration(j.Baseline), Action: j.Action,
 	}
 	return nil
 }

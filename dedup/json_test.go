@@ -27,7 +27,7 @@ func TestEnumsMarshalToTheirNames(t *testing.T) {
 	for a := dedup.ActionStarted; a <= dedup.ActionUnchanged; a++ {
 		all = append(all, a)
 	}
-	for k := dedup.EventQueued; k <= dedup.EventStoreFailed; k++ {
+	for k := dedup.EventQueued; k <= dedup.EventSlow; k++ {
 		all = append(all, k)
 	}
 	for _, v := range all {
@@ -67,10 +67,15 @@ func TestJSONReadsLikeAPerson(t *testing.T) {
 	}{
 		{"Status", dedup.Status{Key: "web", Live: "v1", Pending: "v2", LastErr: errBoom, Runs: 2, Deployed: 1, Failures: 1, LastStarted: at},
 			`{"key":"web","live":"v1","pending":"v2","last_error":"boom","runs":2,"deployed":1,"failures":1,"superseded":0,"last_started":"2026-11-29T13:00:00Z"}`},
+		{"Status with a baseline", dedup.Status{Key: "web", Running: "v2", Runs: 1, Deployed: 1, Slow: true,
+			Baseline: dedup.Baseline{Samples: 1, Mean: 90 * time.Second, P90: 90 * time.Second}},
+			`{"key":"web","running":"v2","runs":1,"deployed":1,"failures":0,"superseded":0,"baseline":{"samples":1,"mean":"1m30s","p90":"1m30s"},"slow":true}`},
 		{"Result", dedup.Result{Key: "web", Requested: "v1", Revision: "v2", Outcome: dedup.Superseded, Attempts: 1, Started: at, Finished: at.Add(time.Second)},
 			`{"key":"web","requested":"v1","revision":"v2","outcome":"superseded","attempts":1,"started":"2026-11-29T13:00:00Z","finished":"2026-11-29T13:00:01Z"}`},
 		{"Event", dedup.Event{Seq: 7, Time: at, Kind: dedup.EventRetrying, Key: "web", Revision: "v1", Attempt: 1, Err: errBoom, Duration: 1500 * time.Millisecond, Delay: 2 * time.Second},
 			`{"seq":7,"time":"2026-11-29T13:00:00Z","kind":"retrying","key":"web","revision":"v1","attempt":1,"error":"boom","duration":"1.5s","delay":"2s"}`},
+		{"Event of a trigger", dedup.Event{Seq: 8, Time: at, Kind: dedup.EventQueued, Key: "web", Revision: "v2", Action: dedup.ActionQueued},
+			`{"seq":8,"time":"2026-11-29T13:00:00Z","kind":"queued","key":"web","revision":"v2","action":"queued"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := json.Marshal(tc.v)
@@ -107,6 +112,7 @@ func ExampleStatus_MarshalJSON() {
 		if rev == "bad" {
 			return errors.New("compose up: exit status 1")
 		}
+		clock.Advance(90 * time.Second) // the deploy takes a minute and a half
 		return nil
 	}), dedup.WithClock(clock))
 	if err != nil {
@@ -130,7 +136,12 @@ func ExampleStatus_MarshalJSON() {
 	//     "failures": 0,
 	//     "superseded": 0,
 	//     "last_started": "2000-01-01T00:00:00Z",
-	//     "last_finished": "2000-01-01T00:00:00Z"
+	//     "last_finished": "2000-01-01T00:01:30Z",
+	//     "baseline": {
+	//       "samples": 1,
+	//       "mean": "1m30s",
+	//       "p90": "1m30s"
+	//     }
 	//   },
 	//   {
 	//     "key": "web",
@@ -139,8 +150,8 @@ func ExampleStatus_MarshalJSON() {
 	//     "deployed": 0,
 	//     "failures": 1,
 	//     "superseded": 0,
-	//     "last_started": "2000-01-01T00:00:00Z",
-	//     "last_finished": "2000-01-01T00:00:00Z"
+	//     "last_started": "2000-01-01T00:01:30Z",
+	//     "last_finished": "2000-01-01T00:01:30Z"
 	//   }
 	// ]
 }

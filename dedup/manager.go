@@ -28,6 +28,8 @@ type Manager struct {
 	logger        *slog.Logger
 	notify        bool // observer or logger set: build events
 
+	slow slowPolicy // WithSlowDeploy
+
 	// base is the parent of every deploy's context; Close cancels it when
 	// its own context ends before the running deploys do.
 	base       context.Context
@@ -104,6 +106,7 @@ func New(d Deployer, opts ...Option) (*Manager, error) {
 		observer:      cfg.observer,
 		logger:        cfg.logger,
 		notify:        cfg.observer != nil || cfg.logger != nil,
+		slow:          cfg.slow,
 		policies:      make(map[Policy]*Policy),
 		aborted:       make(chan struct{}),
 		slotHook:      cfg.slotHook,
@@ -182,6 +185,9 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 	}
 	now := instant{c: m.clock}
 	r, start, did := m.request(ks, rev, force, wait, &now, &evs)
+	if len(evs.list) > 0 {
+		evs.list[0].Action = did.action // the trigger's own event comes first
+	}
 	did.ks = ks
 	if start != nil {
 		m.wg.Add(1) // under the lock, so that Close waits for it

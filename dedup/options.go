@@ -129,6 +129,7 @@ type config struct {
 	observer      func(Event)
 	logger        *slog.Logger
 	slotHook      func(key string) // tests only: see export_test.go
+	slow          slowPolicy
 	errs          []error
 }
 

@@ -35,10 +35,15 @@ type keyState struct {
 	loaded  bool // live is known: the Store was read or a deploy succeeded
 	queued  bool // in Manager.queue, waiting for a concurrency slot; guarded by slotMu
 	unsaved bool // live was deployed but the Store's Save failed: only memory knows it
+
+	// The deploy-time baseline (baseline.go), in what was padding.
+	baseN    uint8   // successes, up to 255
+	baseMean float32 // their weighted mean, in seconds
+
 	running *run
 	pending *run
 
-	errs     *keyErrs // nil until the key's first error: most keys never fail
+	errs     *keyErrs // nil until the key's first error or second success
 	runs     uint32   // attempts started
 	deployed uint32
 	failed   uint32 // attempts failed
@@ -51,6 +56,8 @@ type keyState struct {
 type keyErrs struct {
 	last  error // of the last finished attempt
 	store error // of the Store's last failed Load or Save
+
+	recent recentDurations // the deploy-time baseline's window (baseline.go)
 }
 
 func (ks *keyState) err() *keyErrs {
@@ -427,6 +434,7 @@ func (m *Manager) begin(ks *keyState, r *run, now *instant, evs *events) {
 	if ev := evs.add(EventStarted, ks.key, r.rev, now); ev != nil {
 		ev.Attempt = int(r.attempts)
 	}
+	m.watchSlow(ks, r)
 }
 
 // attemptContext returns the context of one attempt. Runs that need no
@@ -456,12 +464,14 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 	ks.lastFinished = now.get()
 	dur := ks.lastFinished.Sub(ks.lastStarted)
 	r.ctx, r.cancel = nil, nil
+	m.unwatchSlow(ks)
 	if err == nil {
 		ks.live, ks.loaded = r.rev, true
 		if ks.errs != nil {
 			ks.errs.last = nil
 		}
 		ks.deployed++
+		ks.recordSuccess(dur)
 		if ev := evs.add(EventSucceeded, ks.key, r.rev, now); ev != nil {
 			ev.Attempt, ev.Duration = int(r.attempts), dur
 		}
@@ -596,6 +606,7 @@ func (m *Manager) status(ks *keyState) Status {
 		Key: ks.key, Live: ks.live,
 		Runs: int(ks.runs), Deployed: int(ks.deployed), Failures: int(ks.failed), Superseded: int(ks.replaced),
 		LastStarted: ks.lastStarted, LastFinished: ks.lastFinished,
+		Baseline: ks.baseline(), Slow: ks.slowNow(),
 	}
 	if ks.errs != nil {
 		s.LastErr, s.StoreErr = ks.errs.last, ks.errs.store
@@ -639,4 +650,7 @@ type Status struct {
 
 	LastStarted  time.Time // start of the last attempt
 	LastFinished time.Time // end of the last attempt
+
+	Baseline Baseline // how long the key's successful deploys took
+	Slow     bool     // the running attempt was reported slow (WithSlowDeploy)
 }

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v git >/dev/null || need+=(git)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
+# statuspage: its page is checked in a real headless browser.
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
 if ((${#need[@]})); then
 	echo "installing: ${need[*]}" >&2
 	sudo=""
