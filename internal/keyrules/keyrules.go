@@ -59,6 +59,16 @@ type Policy struct {
 	CancelInProgress bool          // a newer revision cancels the running attempt
 }
 
+// Timed reports whether the rules read the time for this policy: with
+// debounce, a minimum interval or retries. When it is false, Request and
+// Schedule do not depend on now (Request records it in the pending run's
+// First and Last, which only debounce reads), so a caller for which reading
+// the clock costs may pass the zero time to them. Begin and Finish record
+// now whatever the policy.
+func (p *Policy) Timed() bool {
+	return p.Quiet > 0 || p.MinInterval > 0 || p.MaxAttempts > 1
+}
+
 // Backoff is the wait after the given number of failed attempts (at least
 // 1), cut by jitter (in [0, 1), the caller's random draw) times RetryJitter.
 func (p *Policy) Backoff(failures int, jitter float64) time.Duration {
@@ -80,6 +90,11 @@ type Run struct {
 	Force    bool   // deploy even if Rev is live
 	Attempts int    // attempts started so far
 	Canceled bool   // its attempt's context was canceled for a newer revision
+	// Loading: the running run waits for the Store to be read before its
+	// first attempt (Start said needLoad; Loaded not called yet). A forced
+	// trigger that joins it then makes it forced, so that the Store
+	// cannot turn it into Unchanged.
+	Loading bool
 
 	// First and Last are the first and latest trigger of the burst the
 	// pending run collects (debounce); RetryAt is the earliest next
@@ -134,6 +149,11 @@ func Request(s State, p *Policy, now time.Time, rev string, force bool) (State, 
 		return s, Requested{Action: ActionJoinedPending}
 	}
 	if !s.Pending.Active() && s.Running.Active() && !s.Running.Canceled && s.Running.Rev == rev {
+		if s.Running.Loading {
+			// The Store is being read: a forced trigger must not let
+			// the run settle Unchanged if it says rev is live.
+			s.Running.Force = s.Running.Force || force
+		}
 		return s, Requested{Action: ActionJoinedRunning}
 	}
 	if !s.Pending.Active() && !s.Running.Active() && s.Loaded && s.Live == rev && !force {
@@ -233,6 +253,7 @@ func later(a, b time.Time) time.Time {
 // Loaded; otherwise it calls Begin.
 func Start(s State) (_ State, needLoad bool) {
 	s.Running, s.Pending = s.Pending, Run{}
+	s.Running.Loading = !s.Loaded
 	return s, !s.Loaded
 }
 
@@ -244,18 +265,21 @@ func Begin(s State, now time.Time) State {
 }
 
 // Loaded records what the Store said before the key's first deploy (ok:
-// it knew the key; failed: reading it failed, the key stays not loaded).
-// If the running run turns out live already, it ends: Finished.Outcome is
-// Unchanged. If a newer revision canceled it meanwhile, its tickets go to
-// the pending run (Finished.IntoPending). Otherwise the caller calls Begin.
+// it knew the key, and rev is its live revision; failed: reading it failed,
+// the key stays not loaded). Without ok, or with failed, rev is ignored. If
+// the running run turns out live already (and is not forced), it ends:
+// Finished.Outcome is Unchanged. If a newer revision canceled it meanwhile,
+// its tickets go to the pending run (Finished.IntoPending). Otherwise the
+// caller calls Begin.
 func Loaded(s State, rev string, ok, failed bool) (State, Finished) {
+	s.Running.Loading = false
 	if !failed {
 		s.Loaded = true
 		if ok {
 			s.Live = rev
 		}
 	}
-	if s.Loaded && rev == s.Running.Rev && !s.Running.Force {
+	if s.Loaded && s.Live == s.Running.Rev && !s.Running.Force {
 		var f Finished
 		s, f.AbsorbPending = absorb(s)
 		s.Running = Run{}
@@ -377,9 +401,11 @@ func Interrupt(s State) (State, Finished) {
 	if s.Pending.Active() {
 		return s, Finished{IntoPending: true}
 	}
-	r.Canceled = false
+	if !r.Loading {
+		r.Attempts = max(r.Attempts-1, 0) // the lost attempt does not count
+	}
+	r.Canceled, r.Loading = false, false
 	r.RetryAt = time.Time{}
-	r.Attempts = max(r.Attempts-1, 0) // the lost attempt does not count
 	s.Pending = r
 	return s, Finished{Retry: true}
 }
