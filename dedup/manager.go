@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dedupdeploy/dedupdeploy/internal/keyrules"
 )
 
 // Manager deploys keys so that deploys never pile up: per key, one deploy
@@ -21,7 +23,7 @@ type Manager struct {
 	deployer      Deployer
 	clock         Clock
 	store         Store // nil: the Manager's memory is the store
-	defaultPolicy *Policy
+	defaultPolicy *policy
 	keyPolicy     func(string) Policy
 	maxConcurrent int
 	observer      func(Event)
@@ -45,7 +47,7 @@ type Manager struct {
 	shards  [numShards]shard // the keys, striped so that keys rarely share a lock
 
 	policyMu sync.Mutex
-	policies map[Policy]*Policy // one copy of each distinct policy
+	policies map[Policy]*policy // one copy of each distinct policy
 
 	// With WithMaxConcurrent: the slots taken and the keys ready to start
 	// that wait for one, in FIFO order. Lock order: shard, then slotMu.
@@ -107,7 +109,7 @@ func New(d Deployer, opts ...Option) (*Manager, error) {
 		logger:        cfg.logger,
 		notify:        cfg.observer != nil || cfg.logger != nil,
 		slow:          cfg.slow,
-		policies:      make(map[Policy]*Policy),
+		policies:      make(map[Policy]*policy),
 		aborted:       make(chan struct{}),
 		slotHook:      cfg.slotHook,
 	}
@@ -246,16 +248,30 @@ func (m *Manager) callKeyPolicy(key string) (p Policy, err error) {
 	return m.keyPolicy(key), nil
 }
 
-func (m *Manager) intern(p Policy) *Policy {
+func (m *Manager) intern(p Policy) *policy {
 	m.policyMu.Lock()
 	defer m.policyMu.Unlock()
 	p.Retry = p.Retry.withDefaults()
 	if q := m.policies[p]; q != nil {
 		return q
 	}
-	q := &p
+	q := &policy{Policy: p, rules: keyrules.Policy{
+		Quiet: p.Quiet, MaxDelay: p.MaxDelay, MinInterval: p.MinInterval,
+		MaxAttempts: p.Retry.MaxAttempts, RetryInitial: p.Retry.Initial, RetryMax: p.Retry.Max,
+		RetryMultiplier: p.Retry.Multiplier, RetryJitter: p.Retry.Jitter,
+		CancelInProgress: p.CancelInProgress,
+	}}
+	q.timed = q.rules.Timed()
 	m.policies[p] = q
 	return q
+}
+
+// policy is an interned Policy, with its defaults filled in, and the part
+// of it the per-key rules read.
+type policy struct {
+	Policy
+	rules keyrules.Policy
+	timed bool // rules.Timed(): the rules read the time
 }
 
 // Forget drops what the Manager holds of key, if nothing of it runs or
@@ -585,42 +601,54 @@ func (m *Manager) saveStore(key string, rev Revision) (err error) {
 	return m.store.Save(m.base, key, rev)
 }
 
-// loaded records what the Store said of ks before its first deploy. It
-// reports whether r was settled without a deploy. It is called with the
-// shard of ks locked.
+// loaded records what the Store said of ks before its first deploy
+// (keyrules.Loaded). It reports whether r was settled without a deploy. It
+// is called with the shard of ks locked.
 func (m *Manager) loaded(ks *keyState, r *run, rev Revision, ok bool, err error, now *instant, evs *events) (done bool) {
-	r.needLoad = false
 	if m.closed.Load() {
+		// Close began while the Store was read: nothing begins.
+		r.needLoad = false
 		ks.running = nil
 		evs.add(EventAborted, ks.key, r.rev, now)
 		settle(r, Aborted, ErrClosed, now)
 		return true
 	}
-	switch {
-	case err != nil:
+	if err != nil {
 		ks.err().store = err
 		if ev := evs.add(EventStoreFailed, ks.key, r.rev, now); ev != nil {
 			ev.Err = fmt.Errorf("load: %w", err)
 		}
-	case ok:
-		ks.loaded, ks.live = true, rev
-	default:
-		ks.loaded = true
 	}
-	if ks.loaded && ks.live == r.rev && !r.force {
-		m.finishUnchanged(ks, r, now, evs)
+	r.needLoad = false // what the rules say too (Run.Loading)
+	s, f := keyrules.Loaded(ks.view(), string(rev), ok, err != nil)
+	switch {
+	case f.Outcome == keyrules.Unchanged:
+		// The Store says r's revision is live already.
+		ks.running = nil
+		var covered *run
+		if f.AbsorbPending {
+			covered, ks.pending = ks.pending, nil
+			m.disarm(covered)
+		}
+		ks.set(&s)
+		evs.add(EventUnchanged, ks.key, r.rev, now)
+		if covered != nil {
+			absorb(r, covered)
+		}
+		settle(r, Unchanged, nil, now)
 		return true
-	}
-	if r.canceled && ks.pending != nil {
+	case f.IntoPending:
 		// A newer revision arrived while the Store was read, and
 		// cancels this run before it began: its tickets go with it.
 		ks.running = nil
+		ks.set(&s)
 		absorb(ks.pending, r)
 		if ev := evs.add(EventCanceled, ks.key, ks.pending.rev, now); ev != nil {
 			ev.Replaced = r.rev
 		}
 		return true
 	}
+	ks.set(&s)
 	m.begin(ks, r, now, evs)
 	return false
 }
