@@ -186,7 +186,9 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 		return nil, time.Time{}, did{}, err
 	}
 	now := instant{c: m.clock}
-	r, start, did := m.request(ks, rev, force, wait, &now, &evs)
+	var s keyrules.State
+	ks.view(&s)
+	r, start, did := m.request(ks, &s, rev, force, wait, &now, &evs)
 	if len(evs.list) > 0 {
 		evs.list[0].Action = did.action // the trigger's own event comes first
 	}
@@ -513,8 +515,10 @@ func (w *worker) loaded() {
 	evs := events{on: m.notify, seq: &m.seq}
 	now := instant{c: m.clock}
 	ks.shard.mu.Lock()
-	if m.loaded(ks, r, w.rev, w.ok, w.err, &now, &evs) {
-		w.next(&now, &evs)
+	var s keyrules.State
+	ks.view(&s)
+	if m.loaded(ks, &s, r, w.rev, w.ok, w.err, &now, &evs) {
+		w.next(&s, &now, &evs)
 		return
 	}
 	ks.shard.mu.Unlock()
@@ -552,19 +556,22 @@ func (w *worker) finish() {
 			ev.Err = fmt.Errorf("save: %w", err)
 		}
 	}
-	m.finish(ks, r, w.err, &now, &evs)
+	var s keyrules.State
+	ks.view(&s)
+	m.finish(ks, &s, r, w.err, &now, &evs)
 	w.err, w.saveErr = nil, nil
-	w.next(&now, &evs)
+	w.next(&s, &now, &evs)
 }
 
 // next is called, with the shard of w.ks locked, when a run of w.ks ended:
 // it unlocks the shard, starts the next run of w.ks, and passes the
 // released concurrency slot to the key that waited longest for one. It
-// leaves in w the run for this goroutine to execute.
-func (w *worker) next(now *instant, evs *events) {
+// leaves in w the run for this goroutine to execute. s is the rules' view
+// of w.ks.
+func (w *worker) next(s *keyrules.State, now *instant, evs *events) {
 	m, ks := w.m, w.ks
 	grant := m.releaseSlot(ks)
-	r := m.schedule(ks, now, evs)
+	r := m.schedule(ks, s, now, evs)
 	ks.shard.mu.Unlock()
 	gks, gr := m.handOver(grant, now, evs)
 	if r == nil {
@@ -604,11 +611,11 @@ func (m *Manager) saveStore(key string, rev Revision) (err error) {
 // loaded records what the Store said of ks before its first deploy
 // (keyrules.Loaded). It reports whether r was settled without a deploy. It
 // is called with the shard of ks locked.
-func (m *Manager) loaded(ks *keyState, r *run, rev Revision, ok bool, err error, now *instant, evs *events) (done bool) {
+func (m *Manager) loaded(ks *keyState, s *keyrules.State, r *run, rev Revision, ok bool, err error, now *instant, evs *events) (done bool) {
 	if m.closed.Load() {
 		// Close began while the Store was read: nothing begins.
 		r.needLoad = false
-		ks.running = nil
+		ks.running, s.Running = nil, keyrules.Run{}
 		evs.add(EventAborted, ks.key, r.rev, now)
 		settle(r, Aborted, ErrClosed, now)
 		return true
@@ -619,8 +626,8 @@ func (m *Manager) loaded(ks *keyState, r *run, rev Revision, ok bool, err error,
 			ev.Err = fmt.Errorf("load: %w", err)
 		}
 	}
-	r.needLoad = false // what the rules say too (Run.Loading)
-	s, f := keyrules.Loaded(ks.view(), string(rev), ok, err != nil)
+	r.needLoad = false // as the rules say (Run.Loading), also for a run that ends here
+	f := s.StoreLoaded(string(rev), ok, err != nil)
 	switch {
 	case f.Outcome == keyrules.Unchanged:
 		// The Store says r's revision is live already.
@@ -630,7 +637,7 @@ func (m *Manager) loaded(ks *keyState, r *run, rev Revision, ok bool, err error,
 			covered, ks.pending = ks.pending, nil
 			m.disarm(covered)
 		}
-		ks.set(&s)
+		ks.set(s)
 		evs.add(EventUnchanged, ks.key, r.rev, now)
 		if covered != nil {
 			absorb(r, covered)
@@ -641,15 +648,15 @@ func (m *Manager) loaded(ks *keyState, r *run, rev Revision, ok bool, err error,
 		// A newer revision arrived while the Store was read, and
 		// cancels this run before it began: its tickets go with it.
 		ks.running = nil
-		ks.set(&s)
+		ks.set(s)
 		absorb(ks.pending, r)
 		if ev := evs.add(EventCanceled, ks.key, ks.pending.rev, now); ev != nil {
 			ev.Replaced = r.rev
 		}
 		return true
 	}
-	ks.set(&s)
-	m.begin(ks, r, now, evs)
+	ks.set(s)
+	m.begin(ks, s, r, now, evs)
 	return false
 }
 
@@ -734,10 +741,13 @@ type instant struct {
 
 func (n *instant) get() time.Time {
 	if !n.ok {
-		n.t, n.ok = n.c.Now(), true
+		n.read()
 	}
 	return n.t
 }
+
+// read reads the clock; out of get, so that get inlines.
+func (n *instant) read() { n.t, n.ok = n.c.Now(), true }
 
 // counter counts the goroutines and armed timers of a Manager; unlike a
 // sync.WaitGroup, it can be waited on in a select. Counting is one atomic

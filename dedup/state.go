@@ -168,19 +168,23 @@ func absorb(r, a *run) {
 	}
 }
 
-// view is the rules' view of ks, built on the stack for one transition.
-func (ks *keyState) view() keyrules.State {
-	s := keyrules.State{Live: string(ks.live), Loaded: ks.loaded, LastStarted: ks.lastStarted}
-	if r := ks.running; r != nil {
-		r.view(&s.Running)
-	}
-	if p := ks.pending; p != nil {
-		p.view(&s.Pending)
-	}
-	return s
+// view fills s, a zero State, with the rules' view of ks. A locked section
+// builds it on its stack once and passes it through its transitions, which
+// keep it and ks in step.
+func (ks *keyState) view(s *keyrules.State) {
+	s.Live, s.Loaded, s.LastStarted = string(ks.live), ks.loaded, ks.lastStarted
+	ks.running.view(&s.Running)
+	ks.pending.view(&s.Pending)
 }
 
+// view fills v, a zero Run, with the rules' view of r (nil: no run). Field
+// by field, and small enough to inline: a composite literal goes through a
+// temporary whose copy stalls the store forwarding, and costs more than
+// the rest of a trigger.
 func (r *run) view(v *keyrules.Run) {
+	if r == nil {
+		return
+	}
 	v.Rev, v.Force, v.Attempts, v.Canceled, v.Loading = string(r.rev), r.force, int(r.attempts), r.canceled, r.needLoad
 	if w := r.wait; w != nil {
 		v.First, v.Last, v.RetryAt = w.first, w.last, w.retryAt
@@ -191,67 +195,73 @@ func (r *run) view(v *keyrules.Run) {
 // and pending runs the caller has already moved as the rule said.
 func (ks *keyState) set(s *keyrules.State) {
 	ks.live, ks.loaded, ks.lastStarted = Revision(s.Live), s.Loaded, s.LastStarted
-	if r := ks.running; r != nil {
-		r.set(&s.Running, ks.policy)
-	}
-	if p := ks.pending; p != nil {
-		p.set(&s.Pending, ks.policy)
-	}
+	ks.setRunning(s)
+	ks.setPending(s)
 }
 
-// set copies the rules' view v back into r. It writes only what changed:
-// the deploy goroutine reads the running run's revision and needLoad
-// without the lock, and the rules never change those while it may. The
-// times live in r.wait, made only when the policy debounces or the run
-// waits for its retry.
-func (r *run) set(v *keyrules.Run, pol *policy) {
-	if rev := Revision(v.Rev); r.rev != rev {
-		r.rev = rev
+// setRunning copies the running run of s back into ks: all that Request
+// may change when it forces or cancels the running run.
+func (ks *keyState) setRunning(s *keyrules.State) {
+	r := ks.running
+	if r == nil {
+		return
 	}
-	if r.force != v.Force {
-		r.force = v.Force
-	}
-	if a := int32(v.Attempts); r.attempts != a {
-		r.attempts = a
-	}
-	if r.canceled != v.Canceled {
-		r.canceled = v.Canceled
-	}
+	// The deploy goroutine reads the running run's revision and needLoad
+	// without the lock: a running run's revision never changes, and
+	// needLoad is written only when it does.
+	v := &s.Running
 	if r.needLoad != v.Loading {
 		r.needLoad = v.Loading
 	}
+	r.force, r.attempts, r.canceled = v.Force, int32(v.Attempts), v.Canceled
+	r.setTimes(v, ks.policy)
+}
+
+// setPending copies the pending run of s back into ks: all that Request
+// changes when it joins, supersedes or queues a pending revision.
+func (ks *keyState) setPending(s *keyrules.State) {
+	p := ks.pending
+	if p == nil {
+		return
+	}
+	v := &s.Pending
+	p.rev, p.force, p.attempts, p.canceled, p.needLoad = Revision(v.Rev), v.Force, int32(v.Attempts), v.Canceled, v.Loading
+	p.setTimes(v, ks.policy)
+}
+
+// setTimes copies the times of v back into r.wait, made only when the
+// policy debounces or the run waits for its retry.
+func (r *run) setTimes(v *keyrules.Run, pol *policy) {
 	if r.wait != nil || pol.Quiet > 0 || !v.RetryAt.IsZero() {
 		w := r.w()
 		w.first, w.last, w.retryAt = v.First, v.Last, v.RetryAt
 	}
 }
 
-// at is the time the rules get for a transition that needs it only when
-// the policy is timed (Request, Schedule): the clock is read only then,
-// because time.Now costs as much as the rest of a trigger.
-func (ks *keyState) at(now *instant) time.Time {
-	if ks.policy.timed {
-		return now.get()
-	}
-	return time.Time{}
-}
-
 // request handles a trigger of rev for ks. It returns the run a ticket
 // should hold (nil when rev is live already, or when the caller does not
 // wait), a run the caller must execute, and what the trigger did.
-func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *instant, evs *events) (ticket, start *run, _ did) {
-	s, q := keyrules.Request(ks.view(), &ks.policy.rules, ks.at(now), string(rev), force)
+func (m *Manager) request(ks *keyState, s *keyrules.State, rev Revision, force, wait bool, now *instant, evs *events) (ticket, start *run, _ did) {
+	// The rules read the time only for a timed policy (keyrules.Policy.Timed),
+	// and time.Now costs as much as the rest of a trigger: read it only then.
+	var t time.Time
+	if ks.policy.timed {
+		t = now.get()
+	}
+	q := s.Request(&ks.policy.rules, t, string(rev), force)
 	switch q.Action {
+	// Request changes only the runs it names (keyrules' doc): copy back
+	// only those, on the hottest path of the Manager.
 	case keyrules.ActionJoinedPending:
 		p := ks.pending
-		ks.set(&s)
+		ks.setPending(s)
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
 			ev.Attempt = int(p.attempts)
 		}
 		return p.waiter(wait), nil, did{action: ActionJoinedPending}
 	case keyrules.ActionJoinedRunning:
 		r := ks.running
-		ks.set(&s) // forced, if the Store is being read
+		ks.setRunning(s) // forced, if the Store is being read
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
 			ev.Attempt = int(r.attempts)
 		}
@@ -273,16 +283,20 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *ins
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
 			ev.Replaced = replaced
 		}
-		ks.set(&s)
-		return m.scheduled(ks, p, wait, replaced, now, evs)
+		ks.setPending(s)
+		if s.Idle() { // behind a running deploy, the common case: no call
+			return p.waiter(wait), nil, did{action: ActionQueued, replaced: replaced}
+		}
+		return m.scheduled(ks, s, p, wait, replaced, now, evs)
 	}
 
 	// Queue: rev became the pending revision.
 	p = &run{}
 	ks.pending = p
-	ks.set(&s)
+	ks.setPending(s)
 	evs.add(EventQueued, ks.key, rev, now)
 	if q.Cancel {
+		ks.setRunning(s)
 		r := ks.running
 		if r.cancel != nil {
 			r.cancel()
@@ -291,7 +305,7 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *ins
 			ev.Replaced, ev.Attempt = r.rev, int(r.attempts)
 		}
 	}
-	return m.scheduled(ks, p, wait, "", now, evs)
+	return m.scheduled(ks, s, p, wait, "", now, evs)
 }
 
 // did is what a trigger did, for its Ticket.
@@ -303,9 +317,9 @@ type did struct {
 
 // scheduled schedules the pending run p of ks, which a trigger just queued
 // or changed, and returns what request returns.
-func (m *Manager) scheduled(ks *keyState, p *run, wait bool, replaced Revision, now *instant, evs *events) (ticket, start *run, d did) {
+func (m *Manager) scheduled(ks *keyState, s *keyrules.State, p *run, wait bool, replaced Revision, now *instant, evs *events) (ticket, start *run, d did) {
 	ticket = p.waiter(wait)
-	start = m.schedule(ks, now, evs)
+	start = m.schedule(ks, s, now, evs)
 	d = did{action: ActionQueued, replaced: replaced}
 	switch {
 	case start != nil:
@@ -319,12 +333,16 @@ func (m *Manager) scheduled(ks *keyState, p *run, wait bool, replaced Revision, 
 // schedule starts the pending run of ks if nothing of ks runs and its policy
 // and the concurrency limit allow it now. Otherwise it arms a timer for when
 // the policy will allow it, or queues ks for a slot. It returns the run the
-// caller must execute, if one started.
-func (m *Manager) schedule(ks *keyState, now *instant, evs *events) *run {
+// caller must execute, if one started. s is the rules' view of ks.
+func (m *Manager) schedule(ks *keyState, s *keyrules.State, now *instant, evs *events) *run {
 	if m.closed.Load() {
 		return nil // nothing starts once Close began
 	}
-	_, sch := keyrules.Schedule(ks.view(), &ks.policy.rules, ks.at(now))
+	var t time.Time
+	if ks.policy.timed { // as in request
+		t = now.get()
+	}
+	sch := s.Schedule(&ks.policy.rules, t)
 	switch sch.Kind {
 	case keyrules.BackToLive:
 		// The key went back to the live revision (say, a rollback was
@@ -340,7 +358,7 @@ func (m *Manager) schedule(ks *keyState, now *instant, evs *events) *run {
 	case keyrules.Due:
 		m.disarm(ks.pending)
 		if m.takeSlot(ks) {
-			return m.start(ks, now, evs)
+			return m.start(ks, s, now, evs)
 		}
 	}
 	return nil
@@ -420,7 +438,9 @@ func (m *Manager) handOver(ks *keyState, now *instant, evs *events) (*keyState, 
 			// A trigger that took the lock since the slot was passed
 			// may have queued ks again: it needs no place any more.
 			m.dequeue(ks)
-			r := m.start(ks, now, evs)
+			var s keyrules.State
+			ks.view(&s)
+			r := m.start(ks, &s, now, evs)
 			sh.mu.Unlock()
 			return ks, r
 		}
@@ -435,23 +455,23 @@ func (m *Manager) handOver(ks *keyState, now *instant, evs *events) (*keyState, 
 var testHookHandOver func(key string)
 
 // start moves the pending run of ks, which has a slot, to running.
-func (m *Manager) start(ks *keyState, now *instant, evs *events) *run {
-	s, needLoad := keyrules.Start(ks.view())
+func (m *Manager) start(ks *keyState, s *keyrules.State, now *instant, evs *events) *run {
+	needLoad := s.Start()
 	p := ks.pending
 	m.disarm(p) // it may have waited for a slot and a timer at once
 	ks.pending, ks.running = nil, p
-	ks.set(&s)
+	ks.set(s)
 	if needLoad {
 		return p // the goroutine reads the Store, then begins
 	}
-	m.begin(ks, p, now, evs)
+	m.begin(ks, s, p, now, evs)
 	return p
 }
 
 // begin starts an attempt of the running run r.
-func (m *Manager) begin(ks *keyState, r *run, now *instant, evs *events) {
-	s := keyrules.Begin(ks.view(), now.get())
-	ks.set(&s)
+func (m *Manager) begin(ks *keyState, s *keyrules.State, r *run, now *instant, evs *events) {
+	s.Begin(now.get())
+	ks.set(s)
 	if r.attempts == 1 {
 		r.started = ks.lastStarted
 	}
@@ -488,7 +508,7 @@ func (m *Manager) afterFunc(d time.Duration, f func()) func() bool {
 
 // finish records the end of an attempt of the running run r, which returned
 // err.
-func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *events) {
+func (m *Manager) finish(ks *keyState, s *keyrules.State, r *run, err error, now *instant, evs *events) {
 	a := keyrules.Attempt{Failed: err != nil}
 	if a.Failed {
 		a.Closed = m.closed.Load()
@@ -497,7 +517,7 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 			a.Jitter = rand.Float64()
 		}
 	}
-	s, f := keyrules.Finish(ks.view(), &ks.policy.rules, now.get(), a)
+	f := s.Finish(&ks.policy.rules, now.get(), a)
 	ks.running = nil
 	ks.lastFinished = now.get()
 	dur := ks.lastFinished.Sub(ks.lastStarted)
@@ -512,7 +532,7 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 	if f.Retry {
 		ks.pending = r
 	}
-	ks.set(&s)
+	ks.set(s)
 
 	if !a.Failed {
 		if ks.errs != nil {
@@ -556,7 +576,9 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 
 // abort drops the pending run of ks (Close).
 func (m *Manager) abort(ks *keyState, now *instant, evs *events) {
-	s, dropped, ok := keyrules.Abort(ks.view())
+	var s keyrules.State
+	ks.view(&s)
+	dropped, ok := s.Abort()
 	if !ok {
 		return
 	}
@@ -611,7 +633,9 @@ func (m *Manager) fire(ks *keyState, p *run, gen uint32) {
 	}
 	p.wait.timer = nil
 	now := instant{c: m.clock}
-	r := m.schedule(ks, &now, &evs)
+	var s keyrules.State
+	ks.view(&s)
+	r := m.schedule(ks, &s, &now, &evs)
 	if r != nil {
 		m.wg.Add(1)
 	}
@@ -645,7 +669,9 @@ func (m *Manager) status(ks *keyState) Status {
 		}
 		if ks.running == nil {
 			s.Attempt = int(p.attempts)
-			s.NextStart = keyrules.StartAt(ks.view(), &ks.policy.rules)
+			var v keyrules.State
+			ks.view(&v)
+			s.NextStart = v.StartAt(&ks.policy.rules)
 		}
 	}
 	return s

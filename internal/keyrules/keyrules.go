@@ -141,12 +141,26 @@ type Requested struct {
 // Request applies a trigger of rev (force: deploy even if live). The caller
 // attaches the trigger's ticket to the run the Action names (none for
 // ActionUnchanged: settle it at once), then calls Schedule.
+//
+// Request changes the pending run (when it joins, supersedes or queues a
+// revision) and the running run only when it joins it (ActionJoinedRunning)
+// or cancels it (Requested.Cancel); never Live, Loaded or LastStarted. A
+// caller that copies the State back into structures of its own may copy
+// only those.
 func Request(s State, p *Policy, now time.Time, rev string, force bool) (State, Requested) {
+	q := s.Request(p, now, rev, force)
+	return s, q
+}
+
+// Request is the function Request applied to s in place: callers that
+// keep a State in a struct of their own, or build one per transition, save
+// the copies in and out.
+func (s *State) Request(p *Policy, now time.Time, rev string, force bool) Requested {
 	// Join: rev is where the key is heading.
 	if s.Pending.Active() && s.Pending.Rev == rev {
 		s.Pending.Force = s.Pending.Force || force
 		s.Pending.Last = now
-		return s, Requested{Action: ActionJoinedPending}
+		return Requested{Action: ActionJoinedPending}
 	}
 	if !s.Pending.Active() && s.Running.Active() && !s.Running.Canceled && s.Running.Rev == rev {
 		if s.Running.Loading {
@@ -154,10 +168,10 @@ func Request(s State, p *Policy, now time.Time, rev string, force bool) (State, 
 			// the run settle Unchanged if it says rev is live.
 			s.Running.Force = s.Running.Force || force
 		}
-		return s, Requested{Action: ActionJoinedRunning}
+		return Requested{Action: ActionJoinedRunning}
 	}
 	if !s.Pending.Active() && !s.Running.Active() && s.Loaded && s.Live == rev && !force {
-		return s, Requested{Action: ActionUnchanged}
+		return Requested{Action: ActionUnchanged}
 	}
 
 	// Supersede: rev replaces the pending revision in place.
@@ -170,7 +184,7 @@ func Request(s State, p *Policy, now time.Time, rev string, force bool) (State, 
 			s.Pending.Attempts, s.Pending.RetryAt, s.Pending.First = 0, time.Time{}, now
 			q.Reset = true
 		}
-		return s, q
+		return q
 	}
 
 	// Queue: rev becomes the pending revision.
@@ -180,7 +194,7 @@ func Request(s State, p *Policy, now time.Time, rev string, force bool) (State, 
 		s.Running.Canceled = true
 		q.Cancel = true
 	}
-	return s, q
+	return q
 }
 
 // ScheduleKind is what Schedule found.
@@ -209,22 +223,40 @@ type Scheduled struct {
 
 // Schedule looks at the pending run when nothing of the key runs.
 func Schedule(s State, p *Policy, now time.Time) (State, Scheduled) {
-	if !s.Pending.Active() || s.Running.Active() {
-		return s, Scheduled{}
+	sch := s.Schedule(p, now)
+	return s, sch
+}
+
+// Schedule is the function Schedule applied to s in place.
+func (s *State) Schedule(p *Policy, now time.Time) Scheduled {
+	if s.Idle() {
+		return Scheduled{} // small enough to inline: the common answer costs no call
 	}
+	return s.schedule(p, now)
+}
+
+// Idle reports whether Schedule would find nothing to do: nothing is
+// pending, or a run is running. A caller on a hot path may skip Schedule
+// then.
+func (s *State) Idle() bool { return s.Pending.Rev == "" || s.Running.Rev != "" }
+
+func (s *State) schedule(p *Policy, now time.Time) Scheduled {
 	if s.Loaded && s.Pending.Rev == s.Live && !s.Pending.Force {
 		rev := s.Pending.Rev
 		s.Pending = Run{}
-		return s, Scheduled{Kind: BackToLive, Rev: rev}
+		return Scheduled{Kind: BackToLive, Rev: rev}
 	}
-	if at := StartAt(s, p); !at.IsZero() && at.After(now) {
-		return s, Scheduled{Kind: Wait, At: at}
+	if at := s.StartAt(p); !at.IsZero() && at.After(now) {
+		return Scheduled{Kind: Wait, At: at}
 	}
-	return s, Scheduled{Kind: Due}
+	return Scheduled{Kind: Due}
 }
 
 // StartAt is the earliest time the pending run may start (zero: at once).
-func StartAt(s State, p *Policy) time.Time {
+func StartAt(s State, p *Policy) time.Time { return s.StartAt(p) }
+
+// StartAt is the function StartAt of s.
+func (s *State) StartAt(p *Policy) time.Time {
 	at := s.Pending.RetryAt
 	if p.MinInterval > 0 && !s.LastStarted.IsZero() {
 		at = later(at, s.LastStarted.Add(p.MinInterval))
@@ -252,16 +284,27 @@ func later(a, b time.Time) time.Time {
 // live revision is not known yet: the caller reads its Store and calls
 // Loaded; otherwise it calls Begin.
 func Start(s State) (_ State, needLoad bool) {
+	needLoad = s.Start()
+	return s, needLoad
+}
+
+// Start is the function Start applied to s in place.
+func (s *State) Start() (needLoad bool) {
 	s.Running, s.Pending = s.Pending, Run{}
 	s.Running.Loading = !s.Loaded
-	return s, !s.Loaded
+	return !s.Loaded
 }
 
 // Begin starts an attempt of the running run.
 func Begin(s State, now time.Time) State {
+	s.Begin(now)
+	return s
+}
+
+// Begin is the function Begin applied to s in place.
+func (s *State) Begin(now time.Time) {
 	s.Running.Attempts++
 	s.LastStarted = now
-	return s
 }
 
 // Loaded records what the Store said before the key's first deploy (ok:
@@ -272,6 +315,13 @@ func Begin(s State, now time.Time) State {
 // its tickets go to the pending run (Finished.IntoPending). Otherwise the
 // caller calls Begin.
 func Loaded(s State, rev string, ok, failed bool) (State, Finished) {
+	f := s.StoreLoaded(rev, ok, failed)
+	return s, f
+}
+
+// StoreLoaded is the function Loaded applied to s in place (a method
+// cannot share the name of the field Loaded).
+func (s *State) StoreLoaded(rev string, ok, failed bool) Finished {
 	s.Running.Loading = false
 	if !failed {
 		s.Loaded = true
@@ -281,16 +331,16 @@ func Loaded(s State, rev string, ok, failed bool) (State, Finished) {
 	}
 	if s.Loaded && s.Live == s.Running.Rev && !s.Running.Force {
 		var f Finished
-		s, f.AbsorbPending = absorb(s)
+		f.AbsorbPending = s.absorb()
 		s.Running = Run{}
 		f.Outcome = Unchanged
-		return s, f
+		return f
 	}
 	if s.Running.Canceled && s.Pending.Active() {
 		s.Running = Run{}
-		return s, Finished{IntoPending: true}
+		return Finished{IntoPending: true}
 	}
-	return s, Finished{Begin: true}
+	return Finished{Begin: true}
 }
 
 // Outcome is how the running run's tickets settle, as dedup.Outcome says it
@@ -337,16 +387,22 @@ type Finished struct {
 
 // Finish records the end of the running attempt. Call Schedule next.
 func Finish(s State, p *Policy, now time.Time, a Attempt) (State, Finished) {
+	f := s.Finish(p, now, a)
+	return s, f
+}
+
+// Finish is the function Finish applied to s in place.
+func (s *State) Finish(p *Policy, now time.Time, a Attempt) Finished {
 	r := s.Running
 	s.Running = Run{}
 	var f Finished
 	if !a.Failed {
 		s.Live, s.Loaded = r.Rev, true
 		s.Running = r
-		s, f.AbsorbPending = absorb(s)
+		f.AbsorbPending = s.absorb()
 		s.Running = Run{}
 		f.Outcome = Deployed
-		return s, f
+		return f
 	}
 	switch {
 	case a.Closed:
@@ -365,26 +421,32 @@ func Finish(s State, p *Policy, now time.Time, a Attempt) (State, Finished) {
 	default:
 		f.Outcome = Failed
 	}
-	return s, f
+	return f
 }
 
 // absorb drops a pending run of the running revision that is not forced.
-func absorb(s State) (State, bool) {
+func (s *State) absorb() bool {
 	if s.Pending.Active() && s.Pending.Rev == s.Running.Rev && !s.Pending.Force {
 		s.Pending = Run{}
-		return s, true
+		return true
 	}
-	return s, false
+	return false
 }
 
 // Abort drops the pending run (Close): its tickets settle Aborted with the
 // returned run's revision. ok is false when nothing was pending.
 func Abort(s State) (_ State, dropped Run, ok bool) {
+	dropped, ok = s.Abort()
+	return s, dropped, ok
+}
+
+// Abort is the function Abort applied to s in place.
+func (s *State) Abort() (dropped Run, ok bool) {
 	if !s.Pending.Active() {
-		return s, Run{}, false
+		return Run{}, false
 	}
 	dropped, s.Pending = s.Pending, Run{}
-	return s, dropped, true
+	return dropped, true
 }
 
 // Interrupt takes back the running run whose attempt was lost without an
@@ -393,13 +455,19 @@ func Abort(s State) (_ State, dropped Run, ok bool) {
 // otherwise the interrupted run becomes the pending run again, to run anew,
 // keeping its attempts and tickets. Call Schedule next.
 func Interrupt(s State) (State, Finished) {
+	f := s.Interrupt()
+	return s, f
+}
+
+// Interrupt is the function Interrupt applied to s in place.
+func (s *State) Interrupt() Finished {
 	r := s.Running
 	s.Running = Run{}
 	if !r.Active() {
-		return s, Finished{}
+		return Finished{}
 	}
 	if s.Pending.Active() {
-		return s, Finished{IntoPending: true}
+		return Finished{IntoPending: true}
 	}
 	if !r.Loading {
 		r.Attempts = max(r.Attempts-1, 0) // the lost attempt does not count
@@ -407,5 +475,5 @@ func Interrupt(s State) (State, Finished) {
 	r.Canceled, r.Loading = false, false
 	r.RetryAt = time.Time{}
 	s.Pending = r
-	return s, Finished{Retry: true}
+	return Finished{Retry: true}
 }

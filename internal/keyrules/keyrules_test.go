@@ -433,3 +433,39 @@ func TestInterruptWhileLoading(t *testing.T) {
 		t.Fatalf("Interrupt while loading = %+v, %+v; want v1 pending again with its 1 attempt", s, f)
 	}
 }
+
+// TestRequestChanges checks what Request promises callers that copy only
+// what changed: it changes the running run only when it joins or cancels
+// it, and never Live, Loaded or LastStarted.
+func TestRequestChanges(t *testing.T) {
+	revs := []string{"", "v1", "v2"}
+	var runs []keyrules.Run
+	for _, rev := range revs {
+		for _, b := range []int{0, 1, 2, 4, 8, 15} {
+			runs = append(runs, keyrules.Run{Rev: rev, Force: b&1 != 0, Canceled: b&2 != 0, Loading: b&4 != 0, Attempts: b >> 3, First: t0, Last: t0})
+		}
+	}
+	pols := []keyrules.Policy{{}, {CancelInProgress: true}, {Quiet: time.Second, MaxAttempts: 3}}
+	for _, p := range pols {
+		for _, live := range revs {
+			for _, loaded := range []bool{false, true} {
+				for _, running := range runs {
+					for _, pending := range runs {
+						s := keyrules.State{Live: live, Loaded: loaded, Running: running, Pending: pending, LastStarted: t0}
+						for _, rev := range revs[1:] {
+							for _, force := range []bool{false, true} {
+								got, q := keyrules.Request(s, &p, t0.Add(time.Second), rev, force)
+								if got.Live != s.Live || got.Loaded != s.Loaded || got.LastStarted != s.LastStarted {
+									t.Fatalf("Request(%+v, %q) changed the key: %+v", s, rev, got)
+								}
+								if got.Running != s.Running && q.Action != keyrules.ActionJoinedRunning && !q.Cancel {
+									t.Fatalf("Request(%+v, %q) = %+v changed the running run: %+v", s, rev, q, got.Running)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
