@@ -303,6 +303,7 @@ func Begin(s State, now time.Time) State {
 
 // Begin is the function Begin applied to s in place.
 func (s *State) Begin(now time.Time) {
+	s.Running.Loading = false // also for a caller that skips Loaded
 	s.Running.Attempts++
 	s.LastStarted = now
 }

@@ -426,6 +426,18 @@ func TestTimed(t *testing.T) {
 	}
 }
 
+func TestBeginEndsLoading(t *testing.T) {
+	s, _ := keyrules.Start(keyrules.State{Pending: keyrules.Run{Rev: "v1"}})
+	s = keyrules.Begin(s, t0)
+	if s.Running.Loading || s.Running.Attempts != 1 {
+		t.Fatalf("Begin without Loaded = %+v; want an attempt, not loading", s.Running)
+	}
+	s, f := keyrules.Interrupt(s)
+	if !f.Retry || s.Pending.Attempts != 0 {
+		t.Fatalf("Interrupt after Begin = %+v, %+v; want the lost attempt not counted", s, f)
+	}
+}
+
 func TestInterruptWhileLoading(t *testing.T) {
 	s := keyrules.State{Running: keyrules.Run{Rev: "v1", Attempts: 1, Loading: true}}
 	s, f := keyrules.Interrupt(s)
