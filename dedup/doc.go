@@ -84,6 +84,12 @@
 // that puts them on a command line or in a path must guard against that (see
 // package deployer).
 //
+// The rules above are written once, in the module's internal/keyrules, and
+// shared with pgdedup's Manager, which applies them across replicas on
+// PostgreSQL; this package does the mechanics (locks, tickets, timers,
+// slots, goroutines, events, the Store). Both Managers' model tests check
+// them against the same reference model, internal/refmodel.
+//
 // Package deduptest has a fake Clock and a controllable Deployer to test
 // code that uses a Manager.
 package dedup

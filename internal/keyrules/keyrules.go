@@ -9,6 +9,17 @@
 // caller passes the time and the jitter, so one input gives one output, and
 // no function allocates.
 //
+// Each step also exists as a method of *State that changes the State in
+// place (State.Request, State.Schedule, State.StoreLoaded, ...); the
+// functions are those methods on a copy. A caller that keeps its own
+// representation of a key builds a State on its stack once per locked
+// section, passes its address through the steps, and copies the changes
+// back: the in-memory dedup.Manager does so, keeping its pointer-based runs
+// (an idle key stays small) and doing only the mechanics itself (locks,
+// tickets, timers, concurrency slots, contexts, events, the Store).
+// Neither Manager writes a rule of its own, and internal/refmodel, the
+// reference model both model tests use, checks them alike.
+//
 // A key holds at most one running run and one pending run. A run is one
 // intended deploy of one revision, and the callers' tickets wait on it.
 // The steps, in the order a run meets them:
@@ -16,13 +27,15 @@
 //	Request:  a trigger joins the pending or running revision, is found
 //	          live already, supersedes the pending revision in place, or
 //	          becomes the pending revision (cancelling the running attempt
-//	          with CancelInProgress).
+//	          with CancelInProgress). A forced trigger that joins a run
+//	          whose Store is being read (Run.Loading) makes it forced.
 //	Schedule: the pending run is due (the caller starts it when it has a
 //	          slot), waits for its start time (debounce, min interval,
 //	          retry backoff: arm a timer), or went back to the live
 //	          revision (its tickets settle Unchanged).
 //	Start:    the pending run becomes the running run.
-//	Loaded:   before a key's first deploy, what the Store holds is known.
+//	Loaded:   before a key's first deploy, what the Store holds is known
+//	          (a revision beside ok=false means nothing).
 //	Begin:    an attempt of the running run starts.
 //	Finish:   the attempt ended: the revision is live, or the failure is
 //	          absorbed by a newer pending revision, retried, or final.
