@@ -719,8 +719,12 @@ type events struct {
 // it returns nil when nobody listens.
 func (e *events) add(kind EventKind, key string, rev Revision, now *instant) *Event {
 	if !e.on {
-		return nil
+		return nil // inlined: with nobody listening, an event costs no call
 	}
+	return e.record(kind, key, rev, now)
+}
+
+func (e *events) record(kind EventKind, key string, rev Revision, now *instant) *Event {
 	e.list = append(e.list, Event{Kind: kind, Key: key, Revision: rev, Time: now.get(), Seq: e.seq.Add(1)})
 	return &e.list[len(e.list)-1]
 }
