@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dedupdeploy/dedupdeploy/internal/keyrules"
 )
@@ -64,7 +65,11 @@ const numShards = 64
 type shard struct {
 	mu   sync.Mutex
 	keys map[string]*keyState
-	_    [64 - 16]byte // one cache line each
+	// rules is where a locked section builds the rules' view of the key
+	// it works on (keyState.view): not on the stack, where it would make
+	// every deploy goroutine grow its stack, and without zeroing it first.
+	rules keyrules.State
+	_     [(64 - (16+unsafe.Sizeof(keyrules.State{}))%64) % 64]byte // whole cache lines each
 }
 
 // shard picks the shard of key by its FNV-1a hash: inlined, it costs less
@@ -186,9 +191,8 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 		return nil, time.Time{}, did{}, err
 	}
 	now := instant{c: m.clock}
-	var s keyrules.State
-	ks.view(&s)
-	r, start, did := m.request(ks, &s, rev, force, wait, &now, &evs)
+	s := ks.view()
+	r, start, did := m.request(ks, s, rev, force, wait, &now, &evs)
 	if len(evs.list) > 0 {
 		evs.list[0].Action = did.action // the trigger's own event comes first
 	}
@@ -515,10 +519,9 @@ func (w *worker) loaded() {
 	evs := events{on: m.notify, seq: &m.seq}
 	now := instant{c: m.clock}
 	ks.shard.mu.Lock()
-	var s keyrules.State
-	ks.view(&s)
-	if m.loaded(ks, &s, r, w.rev, w.ok, w.err, &now, &evs) {
-		w.next(&s, &now, &evs)
+	s := ks.view()
+	if m.loaded(ks, s, r, w.rev, w.ok, w.err, &now, &evs) {
+		w.next(s, &now, &evs)
 		return
 	}
 	ks.shard.mu.Unlock()
@@ -556,11 +559,10 @@ func (w *worker) finish() {
 			ev.Err = fmt.Errorf("save: %w", err)
 		}
 	}
-	var s keyrules.State
-	ks.view(&s)
-	m.finish(ks, &s, r, w.err, &now, &evs)
+	s := ks.view()
+	m.finish(ks, s, r, w.err, &now, &evs)
 	w.err, w.saveErr = nil, nil
-	w.next(&s, &now, &evs)
+	w.next(s, &now, &evs)
 }
 
 // next is called, with the shard of w.ks locked, when a run of w.ks ended:

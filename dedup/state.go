@@ -168,26 +168,31 @@ func absorb(r, a *run) {
 	}
 }
 
-// view fills s, a zero State, with the rules' view of ks. A locked section
-// builds it on its stack once and passes it through its transitions, which
-// keep it and ks in step.
-func (ks *keyState) view(s *keyrules.State) {
+// view returns the rules' view of ks, built in its shard's scratch State
+// (shard.rules): the caller holds the shard's lock, and passes the view
+// through the transitions of its locked section, which keep it and ks in
+// step.
+func (ks *keyState) view() *keyrules.State {
+	s := &ks.shard.rules
 	s.Live, s.Loaded, s.LastStarted = string(ks.live), ks.loaded, ks.lastStarted
 	ks.running.view(&s.Running)
 	ks.pending.view(&s.Pending)
+	return s
 }
 
-// view fills v, a zero Run, with the rules' view of r (nil: no run). Field
-// by field, and small enough to inline: a composite literal goes through a
-// temporary whose copy stalls the store forwarding, and costs more than
-// the rest of a trigger.
+// view fills v with the rules' view of r (nil: no run), field by field: a
+// composite literal goes through a temporary whose copy stalls the store
+// forwarding, and costs more than the rest of a trigger.
 func (r *run) view(v *keyrules.Run) {
 	if r == nil {
+		*v = keyrules.Run{}
 		return
 	}
 	v.Rev, v.Force, v.Attempts, v.Canceled, v.Loading = string(r.rev), r.force, int(r.attempts), r.canceled, r.needLoad
 	if w := r.wait; w != nil {
 		v.First, v.Last, v.RetryAt = w.first, w.last, w.retryAt
+	} else {
+		v.First, v.Last, v.RetryAt = time.Time{}, time.Time{}, time.Time{}
 	}
 }
 
@@ -438,9 +443,8 @@ func (m *Manager) handOver(ks *keyState, now *instant, evs *events) (*keyState, 
 			// A trigger that took the lock since the slot was passed
 			// may have queued ks again: it needs no place any more.
 			m.dequeue(ks)
-			var s keyrules.State
-			ks.view(&s)
-			r := m.start(ks, &s, now, evs)
+			s := ks.view()
+			r := m.start(ks, s, now, evs)
 			sh.mu.Unlock()
 			return ks, r
 		}
@@ -576,15 +580,14 @@ func (m *Manager) finish(ks *keyState, s *keyrules.State, r *run, err error, now
 
 // abort drops the pending run of ks (Close).
 func (m *Manager) abort(ks *keyState, now *instant, evs *events) {
-	var s keyrules.State
-	ks.view(&s)
+	s := ks.view()
 	dropped, ok := s.Abort()
 	if !ok {
 		return
 	}
 	p := ks.pending
 	ks.pending = nil
-	ks.set(&s)
+	ks.set(s)
 	m.disarm(p)
 	if ev := evs.add(EventAborted, ks.key, p.rev, now); ev != nil {
 		ev.Attempt = dropped.Attempts
@@ -633,9 +636,8 @@ func (m *Manager) fire(ks *keyState, p *run, gen uint32) {
 	}
 	p.wait.timer = nil
 	now := instant{c: m.clock}
-	var s keyrules.State
-	ks.view(&s)
-	r := m.schedule(ks, &s, &now, &evs)
+	s := ks.view()
+	r := m.schedule(ks, s, &now, &evs)
 	if r != nil {
 		m.wg.Add(1)
 	}
@@ -669,8 +671,7 @@ func (m *Manager) status(ks *keyState) Status {
 		}
 		if ks.running == nil {
 			s.Attempt = int(p.attempts)
-			var v keyrules.State
-			ks.view(&v)
+			v := ks.view()
 			s.NextStart = v.StartAt(&ks.policy.rules)
 		}
 	}

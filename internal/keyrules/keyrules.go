@@ -303,7 +303,8 @@ func Start(s State) (_ State, needLoad bool) {
 
 // Start is the function Start applied to s in place.
 func (s *State) Start() (needLoad bool) {
-	s.Running, s.Pending = s.Pending, Run{}
+	s.Running = s.Pending
+	s.Pending = Run{}
 	s.Running.Loading = !s.Loaded
 	return !s.Loaded
 }
@@ -407,17 +408,16 @@ func Finish(s State, p *Policy, now time.Time, a Attempt) (State, Finished) {
 
 // Finish is the function Finish applied to s in place.
 func (s *State) Finish(p *Policy, now time.Time, a Attempt) Finished {
-	r := s.Running
-	s.Running = Run{}
 	var f Finished
 	if !a.Failed {
-		s.Live, s.Loaded = r.Rev, true
-		s.Running = r
+		s.Live, s.Loaded = s.Running.Rev, true
 		f.AbsorbPending = s.absorb()
 		s.Running = Run{}
 		f.Outcome = Deployed
 		return f
 	}
+	r := s.Running
+	s.Running = Run{}
 	switch {
 	case a.Closed:
 		f.Outcome = Failed
