@@ -14,9 +14,10 @@ import (
 // This file applies the per-key state machine. A key holds at most one
 // running run and one pending run. The rules (what a trigger joins or
 // supersedes, when a pending run may start, what the end of an attempt
-// does) are internal/keyrules, written once for this Manager and pgdedup's:
-// every transition below builds the rules' view of the key on the stack
-// (keyState.view), calls the rule, copies the new state back
+// does) are internal/keyrules, written once for this Manager and pgdedup's.
+// A locked section builds the rules' view of its key once, in its shard's
+// scratch State (keyState.view), and passes it through the transitions
+// below; each calls the rule, copies what it changed back into the key
 // (keyState.set) and performs what the rule said on the Manager's own
 // objects: runs and their tickets, timers, concurrency slots, contexts,
 // events. Every transition is called with the lock of the key's shard held

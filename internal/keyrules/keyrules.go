@@ -12,9 +12,10 @@
 // Each step also exists as a method of *State that changes the State in
 // place (State.Request, State.Schedule, State.StoreLoaded, ...); the
 // functions are those methods on a copy. A caller that keeps its own
-// representation of a key builds a State on its stack once per locked
-// section, passes its address through the steps, and copies the changes
-// back: the in-memory dedup.Manager does so, keeping its pointer-based runs
+// representation of a key builds a State once per locked section, passes
+// its address through the steps, and copies the changes back: the
+// in-memory dedup.Manager does so (in a scratch State per lock, not on a
+// small goroutine stack), keeping its pointer-based runs
 // (an idle key stays small) and doing only the mechanics itself (locks,
 // tickets, timers, concurrency slots, contexts, events, the Store).
 // Neither Manager writes a rule of its own, and internal/refmodel, the
