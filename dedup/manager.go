@@ -68,8 +68,9 @@ type shard struct {
 	// rules is where a locked section builds the rules' view of the key
 	// it works on (keyState.view): not on the stack, where it would make
 	// every deploy goroutine grow its stack, and without zeroing it first.
-	rules keyrules.State
-	_     [(64 - (16+unsafe.Sizeof(keyrules.State{}))%64) % 64]byte // whole cache lines each
+	rules      keyrules.State
+	rulesTimed bool                                                      // rules may hold times: it was last built for a key with a timed policy
+	_          [(64 - (17+unsafe.Sizeof(keyrules.State{}))%64) % 64]byte // whole cache lines each
 }
 
 // shard picks the shard of key by its FNV-1a hash: inlined, it costs less

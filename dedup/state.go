@@ -173,11 +173,23 @@ func absorb(r, a *run) {
 // (shard.rules): the caller holds the shard's lock, and passes the view
 // through the transitions of its locked section, which keep it and ks in
 // step.
+//
+// The runs' times matter only to a timed policy (keyrules.Policy.Timed):
+// for any other, they are zero in every run and no rule sets them. So a
+// view for such a key leaves them alone, unless the view before was for a
+// timed key (shard.rulesTimed) and may have left some set.
 func (ks *keyState) view() *keyrules.State {
-	s := &ks.shard.rules
+	sh := ks.shard
+	s := &sh.rules
 	s.Live, s.Loaded, s.LastStarted = string(ks.live), ks.loaded, ks.lastStarted
-	ks.running.view(&s.Running)
-	ks.pending.view(&s.Pending)
+	if ks.policy.timed || sh.rulesTimed {
+		ks.running.view(&s.Running)
+		ks.pending.view(&s.Pending)
+		sh.rulesTimed = ks.policy.timed
+		return s
+	}
+	ks.running.viewUntimed(&s.Running)
+	ks.pending.viewUntimed(&s.Pending)
 	return s
 }
 
@@ -195,6 +207,16 @@ func (r *run) view(v *keyrules.Run) {
 	} else {
 		v.First, v.Last, v.RetryAt = time.Time{}, time.Time{}, time.Time{}
 	}
+}
+
+// viewUntimed is view for a run of a key whose policy is not timed: its
+// times are zero already.
+func (r *run) viewUntimed(v *keyrules.Run) {
+	if r == nil {
+		v.Rev, v.Force, v.Attempts, v.Canceled, v.Loading = "", false, 0, false, false
+		return
+	}
+	v.Rev, v.Force, v.Attempts, v.Canceled, v.Loading = string(r.rev), r.force, int(r.attempts), r.canceled, r.needLoad
 }
 
 // set copies the state s that a rule returned back into ks, whose running
