@@ -78,7 +78,9 @@ type Policy struct {
 // Schedule do not depend on now (Request records it in the pending run's
 // First and Last, which only debounce reads), so a caller for which reading
 // the clock costs may pass the zero time to them. Begin and Finish record
-// now whatever the policy.
+// now whatever the policy, in LastStarted only: given the zero time for
+// Request and Schedule, no step sets a run's First, Last or RetryAt for
+// such a policy.
 func (p *Policy) Timed() bool {
 	return p.Quiet > 0 || p.MinInterval > 0 || p.MaxAttempts > 1
 }

@@ -420,6 +420,20 @@ func TestTimed(t *testing.T) {
 					if noBurst(a) != noBurst(b) || sa != sb {
 						t.Errorf("Schedule after Request(%+v, %q) depends on now: %+v vs %+v", s, rev, sa, sb)
 					}
+					// Given the zero time, no step sets a run's times
+					// (dedup's view relies on it).
+					z := noTimes(s)
+					z, _ = keyrules.Request(z, &p, time.Time{}, rev, force)
+					z, _ = keyrules.Schedule(z, &p, time.Time{})
+					if z.Running.Active() {
+						z, _ = keyrules.Finish(z, &p, t0.Add(time.Hour), keyrules.Attempt{Failed: force})
+					} else if z.Pending.Active() {
+						z, _ = keyrules.Start(z)
+						z = keyrules.Begin(z, t0.Add(time.Hour))
+					}
+					if noTimes(z) != z {
+						t.Errorf("untimed steps from %+v set a run's times: %+v", s, z)
+					}
 				}
 			}
 		}
@@ -436,6 +450,14 @@ func TestBeginEndsLoading(t *testing.T) {
 	if !f.Retry || s.Pending.Attempts != 0 {
 		t.Fatalf("Interrupt after Begin = %+v, %+v; want the lost attempt not counted", s, f)
 	}
+}
+
+// noTimes is s with its runs' times zero.
+func noTimes(s keyrules.State) keyrules.State {
+	for _, r := range []*keyrules.Run{&s.Running, &s.Pending} {
+		r.First, r.Last, r.RetryAt = time.Time{}, time.Time{}, time.Time{}
+	}
+	return s
 }
 
 func TestInterruptWhileLoading(t *testing.T) {
