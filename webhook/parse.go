@@ -291,13 +291,13 @@ func parseDockerHub(body []byte) (parsed, error) {
 // registry event whose target is anything else (a layer, a config) is a
 // blob and routes nowhere.
 var manifestTypes = map[string]bool{
-	"application/vnd.docker.distribution.manifest.v1+json":       true,
-	"application/vnd.docker.distribution.manifest.v1+prettyjws":  true,
-	"application/vnd.docker.distribution.manifest.v2+json":       true,
-	"application/vnd.docker.distribution.manifest.list.v2+json":  true,
-	"application/vnd.oci.image.manifest.v1+json":                 true,
-	"application/vnd.oci.image.index.v1+json":                    true,
-	"application/vnd.oci.artifact.manifest.v1+json":              true,
+	"application/vnd.docker.distribution.manifest.v1+json":      true,
+	"application/vnd.docker.distribution.manifest.v1+prettyjws": true,
+	"application/vnd.docker.distribution.manifest.v2+json":      true,
+	"application/vnd.docker.distribution.manifest.list.v2+json": true,
+	"application/vnd.oci.image.manifest.v1+json":                true,
+	"application/vnd.oci.image.index.v1+json":                   true,
+	"application/vnd.oci.artifact.manifest.v1+json":             true,
 }
 
 type registryEnvelope struct {

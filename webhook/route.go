@@ -107,4 +107,3 @@ func shortRef(ref string) string {
 	}
 	return ref
 }
-
