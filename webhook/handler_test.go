@@ -124,7 +124,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	// Bad configurations: their errors do not quote the secret either.
 	for _, p := range []webhook.Provider{
-		webhook.StandardWebhooks("whsec_" + testSecret), webhook.GitLab("", "whsec_!" + testSecret), webhook.DockerHub("short-" + testSecret[:5]),
+		webhook.StandardWebhooks("whsec_" + testSecret), webhook.GitLab("", "whsec_!"+testSecret), webhook.DockerHub("short-" + testSecret[:5]),
 	} {
 		_, err := webhook.New(p, webhook.Routes{}, new(pollRecorder))
 		require.ErrorIs(t, err, dedup.ErrInvalid)
@@ -238,8 +238,14 @@ func TestNewRefuses(t *testing.T) {
 		{"nil poller", func() error { _, err := webhook.New(webhook.GitHub("s"), r, nil); return err }()},
 		{"nil notifier", func() error { _, err := webhook.NewDirect(webhook.GitHub("s"), r, nil); return err }()},
 		{"max body", func() error { _, err := webhook.New(webhook.GitHub("s"), r, p, webhook.WithMaxBody(0)); return err }()},
-		{"memory", func() error { _, err := webhook.New(webhook.GitHub("s"), r, p, webhook.WithDeliveryMemory(-1)); return err }()},
-		{"tolerance", func() error { _, err := webhook.New(webhook.GitHub("s"), r, p, webhook.WithTolerance(time.Millisecond)); return err }()},
+		{"memory", func() error {
+			_, err := webhook.New(webhook.GitHub("s"), r, p, webhook.WithDeliveryMemory(-1))
+			return err
+		}()},
+		{"tolerance", func() error {
+			_, err := webhook.New(webhook.GitHub("s"), r, p, webhook.WithTolerance(time.Millisecond))
+			return err
+		}()},
 		{"clock", func() error { _, err := webhook.New(webhook.GitHub("s"), r, p, webhook.WithClock(nil)); return err }()},
 	}
 	for _, tt := range tests {
