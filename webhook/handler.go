@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -246,6 +248,16 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, reply *Reply) in
 	reply.Event = h.p.event(r.Header)
 	id := h.p.delivery(r.Header)
 	reply.Delivery = truncate(id, 128)
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" {
+		// GitHub's default content type, which Gitea and Forgejo offer
+		// too: the JSON is the payload field of a form. The signature
+		// covers the form, checked above.
+		form, err := url.ParseQuery(string(body))
+		if err != nil || !form.Has("payload") {
+			return reject(http.StatusBadRequest, errors.New("bad payload: a form without a payload field"))
+		}
+		body = []byte(form.Get("payload"))
+	}
 	in, err := h.p.parse(reply.Event, body)
 	if err != nil {
 		return reject(http.StatusBadRequest, err)

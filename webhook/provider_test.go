@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 	"testing"
 	"time"
@@ -289,6 +290,27 @@ func TestProviders(t *testing.T) {
 			assert.Equal(t, want, p.polled(), "a duplicate polled")
 		})
 	}
+}
+
+// GitHub's default content type is a form whose payload field holds the
+// JSON; the signature covers the form as sent.
+func TestFormPayload(t *testing.T) {
+	p := new(pollRecorder)
+	h, err := webhook.New(webhook.GitHub(testSecret), webhook.Routes{{Repository: "Codertocat/Hello-World"}: {"hello"}}, p)
+	require.NoError(t, err)
+	form := []byte(url.Values{"payload": {string(payload(t, "github-push.json"))}}.Encode())
+	header := githubHeader(form, "form-1")
+	header.Set("Content-Type", "application/x-www-form-urlencoded")
+	code, reply := deliver(t, h, "/", header, form)
+	require.Equal(t, http.StatusAccepted, code, "%+v", reply)
+	assert.Equal(t, []string{"hello"}, p.polled())
+
+	bad := []byte("nopayload=1")
+	header = githubHeader(bad, "form-2")
+	header.Set("Content-Type", "application/x-www-form-urlencoded")
+	code, reply = deliver(t, h, "/", header, bad)
+	assert.Equal(t, http.StatusBadRequest, code)
+	assert.Equal(t, "bad payload: a form without a payload field", reply.Reason)
 }
 
 func TestGitHubRejectsSHA1(t *testing.T) {
