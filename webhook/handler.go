@@ -184,7 +184,9 @@ type Reply struct {
 
 // KeyReply is what a delivery did to one key.
 type KeyReply struct {
-	Key        string `json:"key"`
+	// Key is the routed key.
+	Key string `json:"key"`
+	// Repository and Ref are the push's that routed to Key.
 	Repository string `json:"repository"`
 	Ref        string `json:"ref,omitempty"`
 	// Revision is what the push names: in the default mode only
@@ -206,7 +208,8 @@ type KeyReply struct {
 //	202 the routed keys were polled or triggered; also an event that is not
 //	    a push, or a push that routes to no key (Reason says which)
 //	200 a ping, a deletion, or a delivery ID seen recently: nothing done
-//	400 a malformed body; 401 a missing or wrong signature or token, or a
+//	400 a malformed body (in direct mode also a revision the Manager
+//	    refuses); 401 a missing or wrong signature or token, or a
 //	    timestamp outside the tolerance; 405 not a POST; 413 a body over
 //	    the limit (read no further than the limit)
 //	500 a poll or trigger was refused (503 if the Manager is closed): the
