@@ -483,3 +483,21 @@ type notifyOnly struct{ n webhook.Notifier }
 func (n notifyOnly) Notify(key string, rev dedup.Revision, opts ...dedup.TriggerOption) error {
 	return n.n.Notify(key, rev, opts...)
 }
+
+// An annotated tag's push names the tag object in after and the commit in
+// head_commit: the commit is what deploys.
+func TestGitHubAnnotatedTag(t *testing.T) {
+	m, err := dedup.New(new(deduptest.Deployer))
+	require.NoError(t, err)
+	t.Cleanup(func() { closeNow(m) })
+	h, err := webhook.NewDirect(webhook.GitHub(testSecret), webhook.Routes{{Repository: "acme/web", Ref: "v1.0.0"}: {"web"}}, m)
+	require.NoError(t, err)
+	body := []byte(`{"ref":"refs/tags/v1.0.0","before":"0000000000000000000000000000000000000000",` +
+		`"after":"5e6b1c2d3a4f5061728394a5b6c7d8e9f0a1b2c3","created":true,"deleted":false,` +
+		`"head_commit":{"id":"d2b75aa7797ec26b088fa2dd527e9d2c052fcedd"},"repository":{"full_name":"acme/web"}}`)
+	code, reply := deliver(t, h, "/", githubHeader(body, "tag-1"), body)
+	require.Equal(t, http.StatusAccepted, code, "%+v", reply)
+	require.Len(t, reply.Keys, 1)
+	assert.Equal(t, "d2b75aa7797ec26b088fa2dd527e9d2c052fcedd", reply.Keys[0].Revision)
+	assert.Equal(t, "started", reply.Keys[0].Action)
+}
