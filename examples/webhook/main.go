@@ -37,6 +37,7 @@ import (
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
 	"github.com/dedupdeploy/dedupdeploy/poller"
+	"github.com/dedupdeploy/dedupdeploy/statuspage"
 	"github.com/dedupdeploy/dedupdeploy/webhook"
 )
 
@@ -102,12 +103,12 @@ func simulatedDeploy(d time.Duration, log *slog.Logger) dedup.DeployFunc {
 	}
 }
 
-// newMux returns the server's routes. This is the place to mount more:
-// a status page of m, /metrics.
+// newMux returns the server's routes: the hook, and a read-only status
+// page of m (HTML for a browser, JSON for scripts).
 func newMux(hook http.Handler, m *dedup.Manager) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("POST /hooks/github", hook)
-	_ = m // the status page and /metrics read the Manager
+	mux.Handle("GET /status/", statuspage.Handler("/status/", m))
 	return mux
 }
 

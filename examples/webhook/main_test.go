@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -195,4 +196,33 @@ func TestSimulatedDeploy(t *testing.T) {
 	err := deploy(ctx, "web", "v1")
 	assert.ErrorIs(t, err, context.Canceled)
 	assert.NoError(t, simulatedDeploy(0, newTestLogger(t))(context.Background(), "web", "v1"))
+}
+
+// The server shows a read-only status page of its Manager: JSON for
+// scripts, an HTML table for people.
+func TestStatusPage(t *testing.T) {
+	m, err := dedup.New(dedup.DeployFunc(func(context.Context, string, dedup.Revision) error { return nil }))
+	require.NoError(t, err)
+	defer m.Close(ctxT(t))
+	_, err = m.Deploy(ctxT(t), "web", "4f2a9c1")
+	require.NoError(t, err)
+	srv := httptest.NewServer(newMux(http.NotFoundHandler(), m))
+	defer srv.Close()
+	assert.Contains(t, get(t, srv.URL+"/status/web?format=json"), `"live": "4f2a9c1"`)
+	assert.Contains(t, get(t, srv.URL+"/status/?format=html"), "4f2a9c1")
+}
+
+// get returns the body of a GET of url.
+func get(t *testing.T, url string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctxT(t), "GET", url, nil)
+	require.NoError(t, err)
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equalf(t, http.StatusOK, resp.StatusCode, "GET %s: %s", url, b)
+	return string(b)
 }
