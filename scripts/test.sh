@@ -29,3 +29,5 @@ go test -race -count=1 "$@" ./...
 # The comparison benchmarks live in a module of their own (it pulls
 # client-go): check that they build and run once.
 (cd internal/bench && go vet ./... && go test -run '^$' -bench . -benchtime=1x ./...)
+# promdedup is a module of its own (it pulls client_golang).
+(cd promdedup && go vet ./... && go test -race -count=1 ./...)

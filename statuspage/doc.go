@@ -13,7 +13,9 @@
 //	}
 //	http.Handle("GET /status/", statuspage.Handler("/status/", m))
 //
-// Then /status/ lists every key and /status/web shows the key "web"; add
+// Then /status/ lists every key and /status/web shows the key "web"
+// (/status/?key=web too, which also reaches a key such as "a//b" that is
+// not a clean path); add
 // ?format=json or ?format=html to choose, else the Accept header does
 // (HTML for browsers, JSON for curl). The JSON of one key looks like this
 // (every key is {"time": ..., "keys": [...]}, each like it):

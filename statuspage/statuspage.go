@@ -6,6 +6,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -43,8 +44,10 @@ func WithClock(c dedup.Clock) Option {
 // keys of src. Mount it at prefix, which must start and end with "/"
 // (Handler panics otherwise):
 //
-//	GET prefix         every key, sorted by key
-//	GET prefix{key}    one key (a key may hold "/"); 404 if src has none
+//	GET prefix           every key, sorted by key
+//	GET prefix{key}      one key (a key may hold "/"); 404 if src has none
+//	GET prefix?key={key} the same, for any key (http.ServeMux redirects
+//	                     paths that are not clean, such as "a//b")
 //
 // Each answers in JSON or as an HTML table: ?format=json or ?format=html
 // decides, else the Accept header (HTML when it names text/html, as
@@ -96,6 +99,13 @@ func (p *page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		http.NotFound(w, r)
 		return
+	}
+	if q := r.URL.Query(); key == "" && q.Has("key") {
+		key = q.Get("key")
+		if key == "" {
+			http.Error(w, "statuspage: empty key", http.StatusBadRequest)
+			return
+		}
 	}
 	now := p.clock.Now()
 	var sts []dedup.Status
@@ -214,7 +224,7 @@ type row struct {
 
 func (p *page) row(k keyJSON) row {
 	r := row{
-		Key: k.Key, Href: p.prefix + escapeKey(k.Key),
+		Key: k.Key, Href: p.href(k.Key),
 		Live: k.Live, Running: k.Running, Pending: k.Pending, Slow: k.Slow,
 		Runs:        itoa(k.Deployed) + " ok, " + itoa(k.Failures) + " failed, " + itoa(k.Superseded) + " superseded",
 		Samples:     k.Baseline.Samples,
@@ -255,14 +265,19 @@ func (p *page) row(k keyJSON) row {
 	return r
 }
 
-// escapeKey escapes each "/"-separated segment of key for a URL path, so
-// that a key with "?", "#" or "%" links to itself.
-func escapeKey(key string) string {
+// href is the link to the page of key: prefix + key, each "/"-separated
+// segment escaped so that a key with "?", "#" or "%" links to itself. A
+// key that is not a clean path ("a//b", "../x", "x/") would be cleaned
+// and redirected by http.ServeMux, so it goes in the query instead.
+func (p *page) href(key string) string {
+	if path.Clean("/"+key) != "/"+key {
+		return p.prefix + "?key=" + url.QueryEscape(key)
+	}
 	segs := strings.Split(key, "/")
 	for i, s := range segs {
 		segs[i] = url.PathEscape(s)
 	}
-	return strings.Join(segs, "/")
+	return p.prefix + strings.Join(segs, "/")
 }
 
 const timeLayout = "2006-01-02 15:04:05 MST"

@@ -1,12 +1,14 @@
 package statuspage_test
 
 import (
+	"context"
 	"encoding/json"
 	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -172,6 +174,41 @@ func TestHTML(t *testing.T) {
 	require.Contains(t, body, "<table>")
 	resp, body = get(t, srv.URL+"/status/nope", "text/html")
 	require.Equal(t, http.StatusNotFound, resp.StatusCode, body)
+}
+
+// Keys that are not clean paths are reached through ?key=, and the page
+// links them so.
+func TestUncleanKeys(t *testing.T) {
+	ctx := context.Background()
+	m, err := dedup.New(dedup.DeployFunc(func(context.Context, string, dedup.Revision) error { return nil }))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, m.Close(ctx)) })
+	keys := []string{"../up", "/lead", "a//b", "a/./b", "trail/", "q?x=1#f", "100%"}
+	for _, k := range keys {
+		_, err := m.Deploy(ctx, k, "v1")
+		require.NoError(t, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /status/", statuspage.Handler("/status/", m))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	_, body := get(t, srv.URL+"/status/", "text/html")
+	links := regexp.MustCompile(`<td><a href="([^"]*)">`).FindAllStringSubmatch(body, -1)
+	require.Len(t, links, len(keys))
+	for _, l := range links {
+		href := html.UnescapeString(l[1])
+		resp, one := get(t, srv.URL+href, "application/json")
+		require.Equalf(t, http.StatusOK, resp.StatusCode, "GET %s: %s", href, one)
+		var k keyJSON
+		require.NoError(t, json.Unmarshal([]byte(one), &k))
+		require.Containsf(t, keys, k.Key, "GET %s", href)
+		keys = slices.DeleteFunc(keys, func(s string) bool { return s == k.Key })
+	}
+	require.Empty(t, keys, "keys no link led to")
+
+	resp, _ := get(t, srv.URL+"/status/?key=", "")
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "?key= empty")
 }
 
 func TestEmpty(t *testing.T) {
