@@ -35,10 +35,6 @@ type nopTrigger struct{}
 
 func (nopTrigger) Notify(string, dedup.Revision, ...dedup.TriggerOption) error { return nil }
 
-func (nopTrigger) Trigger(string, dedup.Revision, ...dedup.TriggerOption) (*dedup.Ticket, error) {
-	return nil, nil
-}
-
 func heapInUse() uint64 {
 	runtime.GC()
 	var ms runtime.MemStats

@@ -1,7 +1,8 @@
 // Package poller watches sources of revisions (a git branch, an HTTP
-// resource, a file) and triggers a dedup.Manager whenever a revision
-// changes. Per key, polls never overlap, a failing source backs off and is
-// reported, never swallowed, and an idle key costs a timer, not a goroutine.
+// resource, a file) and hands every revision it finds to a dedup.Manager,
+// which deploys it unless it is live. Per key, polls never overlap, a
+// failing source backs off and is reported, never swallowed, and an idle key
+// costs a timer, not a goroutine.
 //
 // Hand the Poller a Manager, watch keys, and run it:
 //
@@ -26,9 +27,13 @@
 //   - Spacing: the next poll is Every after the end of the previous one,
 //     times a random factor within ±Jitter, so that many keys spread out.
 //     The first poll comes after a random part of Jitter×Every.
-//   - Changes only: a revision different from the last one the Trigger
-//     accepted is triggered; the same revision is not. The first revision
-//     seen is triggered (a Manager answers Unchanged if it is live).
+//   - Level-triggered: every successful poll hands its revision to the
+//     Trigger (Notify), changed or not. A Manager answers a live revision
+//     as unchanged at almost no cost, and deploys any other: so a head
+//     whose deploy failed is deployed again at the next poll (or, with a
+//     retry policy, when its backoff ends), instead of staying stuck until
+//     the next commit. The event says whether the revision changed
+//     (EventChanged) or not (EventPolled).
 //   - Errors are reported: a failed poll is an Event of kind EventError
 //     for the observer and the logger, and Status shows it. The key is
 //     polled again after Every×2^(failures-1), capped by MaxBackoff; a
@@ -36,7 +41,9 @@
 //     the revision is triggered again at the next poll.
 //   - Bounded: each Source.Latest call gets a context that ends with Run
 //     and after Timeout (default Every). A panic in a Source or a Trigger
-//     is recovered and reported as an error.
+//     is recovered and reported as an error; so is runtime.Goexit (as
+//     t.FailNow calls it), as an error wrapping ErrGoexit, and the key goes
+//     on being polled.
 //   - Watch, Unwatch and PollNow are safe while Run runs. After Unwatch
 //     returns, the key is not triggered again.
 //   - Run owns every goroutine: a goroutine exists only while a poll runs,

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"time"
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
@@ -20,6 +21,7 @@ type config struct {
 	clock    dedup.Clock
 	observer func(Event)
 	logger   *slog.Logger
+	client   *http.Client
 	errs     []error
 }
 
@@ -69,6 +71,20 @@ func WithLogger(l *slog.Logger) Option {
 			return
 		}
 		cfg.logger = l
+	}
+}
+
+// WithHTTPClient sets the client that git sources on http:// and https://
+// remotes use when their own Client is nil (the default is a client of this
+// package with keep-alive connections). Keep-alive is what makes a poll
+// cheap: one request on an open connection instead of a TLS handshake.
+func WithHTTPClient(c *http.Client) Option {
+	return func(cfg *config) {
+		if c == nil {
+			cfg.errorf("nil HTTP client")
+			return
+		}
+		cfg.client = c
 	}
 }
 

@@ -99,57 +99,55 @@ func TestWatchValidOptions(t *testing.T) {
 	require.NoError(t, err, "Watch with valid options")
 }
 
-// TestChanges: the first revision is triggered, the same revision again is
-// not, a different one is; through Notify when the Trigger has it.
+// TestChanges: every poll's revision reaches the Trigger (level-triggered);
+// the event says whether it changed.
 func TestChanges(t *testing.T) {
-	for _, notify := range []bool{false, true} {
-		t.Run(fmt.Sprintf("notify=%v", notify), func(t *testing.T) {
-			rec := new(notifyRecorder)
-			var trig poller.Trigger = &rec.recorder
-			if notify {
-				trig = rec
-			}
-			h := newHarness(t, trig)
-			src := newScripted(t)
-			h.watch("web", src, poller.Every(time.Minute), poller.Jitter(0))
-			h.run()
+	h := newHarness(t, nil)
+	src := newScripted(t)
+	h.watch("web", src, poller.Every(time.Minute), poller.Jitter(0))
+	h.run()
 
-			steps := []struct {
-				rev          dedup.Revision
-				kind         poller.EventKind
-				previous     dedup.Revision
-				wantTriggers []dedup.Revision
-			}{
-				{"r1", poller.EventChanged, "", []dedup.Revision{"r1"}},
-				{"r1", poller.EventPolled, "", []dedup.Revision{"r1"}},
-				{"r2", poller.EventChanged, "r1", []dedup.Revision{"r1", "r2"}},
-				{"r1", poller.EventChanged, "r2", []dedup.Revision{"r1", "r2", "r1"}}, // a rollback is a change too
-			}
-			for i, st := range steps {
-				wait := time.Minute
-				if i == 0 {
-					wait = 0 // the first poll is immediate without jitter
-				}
-				h.fireNext(1, wait)
-				src.next(h.ctx).reply(st.rev, nil)
-				e := h.event()
-				require.Equalf(t, st.kind, e.Kind, "step %d: event kind", i)
-				require.Equal(t, "web", e.Key)
-				require.Equal(t, st.rev, e.Revision)
-				require.Equal(t, st.previous, e.Previous)
-				require.Equal(t, time.Minute, e.Delay)
-				require.Equalf(t, st.wantTriggers, rec.revs("web"), "step %d: triggered revisions", i)
-			}
-			for _, c := range rec.all() {
-				require.Equalf(t, notify, c.notify, "handed over through Notify")
-			}
-			st, ok := h.p.Status("web")
-			require.True(t, ok)
-			require.Equal(t, dedup.Revision("r1"), st.Revision)
-			require.NoError(t, st.Err)
-			require.Equal(t, h.clock.Now(), st.Polled)
-		})
+	steps := []struct {
+		rev          dedup.Revision
+		kind         poller.EventKind
+		previous     dedup.Revision
+		wantTriggers []dedup.Revision
+	}{
+		{"r1", poller.EventChanged, "", []dedup.Revision{"r1"}},
+		{"r1", poller.EventPolled, "", []dedup.Revision{"r1", "r1"}},
+		{"r2", poller.EventChanged, "r1", []dedup.Revision{"r1", "r1", "r2"}},
+		{"r1", poller.EventChanged, "r2", []dedup.Revision{"r1", "r1", "r2", "r1"}}, // a rollback is a change too
 	}
+	for i, st := range steps {
+		wait := time.Minute
+		if i == 0 {
+			wait = 0 // the first poll is immediate without jitter
+		}
+		h.fireNext(1, wait)
+		src.next(h.ctx).reply(st.rev, nil)
+		e := h.event()
+		require.Equalf(t, st.kind, e.Kind, "step %d: event kind", i)
+		require.Equal(t, "web", e.Key)
+		require.Equal(t, st.rev, e.Revision)
+		require.Equal(t, st.previous, e.Previous)
+		require.Equal(t, time.Minute, e.Delay)
+		require.Equalf(t, st.wantTriggers, h.trig.revs("web"), "step %d: triggered revisions", i)
+	}
+	st, ok := h.p.Status("web")
+	require.True(t, ok)
+	require.Equal(t, dedup.Revision("r1"), st.Revision)
+	require.NoError(t, st.Err)
+	require.Equal(t, h.clock.Now(), st.Polled)
+}
+
+func TestNotifyFunc(t *testing.T) {
+	var got []string
+	f := poller.NotifyFunc(func(key string, rev dedup.Revision, opts ...dedup.TriggerOption) error {
+		got = append(got, key+"@"+string(rev))
+		return errBoom
+	})
+	require.ErrorIs(t, f.Notify("web", "r1"), errBoom)
+	require.Equal(t, []string{"web@r1"}, got)
 }
 
 // TestSpacing: waits stay within the jitter band around Every, and the first
@@ -419,8 +417,8 @@ func TestTriggerPanics(t *testing.T) {
 
 type triggerFunc func(key string, rev dedup.Revision) error
 
-func (f triggerFunc) Trigger(key string, rev dedup.Revision, _ ...dedup.TriggerOption) (*dedup.Ticket, error) {
-	return nil, f(key, rev)
+func (f triggerFunc) Notify(key string, rev dedup.Revision, _ ...dedup.TriggerOption) error {
+	return f(key, rev)
 }
 
 // TestTimeout: a source that does not answer within Timeout, on the
@@ -594,7 +592,7 @@ func TestRunTwice(t *testing.T) {
 	h.run()
 	h.fireNext(1, 0)
 	require.Equal(t, poller.EventPolled, h.event().Kind)
-	require.Equal(t, []dedup.Revision{"r1"}, h.trig.revs("web"))
+	require.Equal(t, []dedup.Revision{"r1", "r1"}, h.trig.revs("web"))
 }
 
 func TestRunEndedContext(t *testing.T) {
@@ -754,7 +752,7 @@ func TestEventKindString(t *testing.T) {
 // Run runs on the real clock; polls of a key never overlap, and Run leaves
 // nothing behind. Run with -race.
 func TestConcurrentUse(t *testing.T) {
-	trig := new(notifyRecorder)
+	trig := new(recorder)
 	p := poller.New(trig)
 	const keys = 8
 	var active [keys]atomic.Int32
