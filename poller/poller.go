@@ -89,12 +89,12 @@ type Poller struct {
 	mu        sync.Mutex
 	delivered sync.Cond // on mu: a key finished handing a revision to the Trigger
 	keys      map[string]*keyState
-	settings  map[settings]*settings // one copy of each distinct settings
+	settings  map[settings]*settings  // one copy of each distinct settings
 	remotes   map[string]*remoteGroup // keys whose sources share requests, by remote
 	flight    singleflight.Group      // requests to a remote in flight
 	running   bool                    // a Run has started and not returned
-	live      bool                   // polls may start: Run runs and its ctx is not done
-	base      context.Context        // while live: Run's context, the parent of every poll's context
+	live      bool                    // polls may start: Run runs and its ctx is not done
+	base      context.Context         // while live: Run's context, the parent of every poll's context
 }
 
 // keyState is the polling state of one key. Its fields are guarded by
