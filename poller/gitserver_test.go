@@ -155,7 +155,9 @@ func addRefs(t testing.TB, dir, commit string, n int) {
 	for i := range n {
 		lines = append(lines, fmt.Sprintf("%s refs/pull/%d/head", commit, i))
 	}
-	slices.SortFunc(lines, func(a, b string) int { return strings.Compare(a[strings.IndexByte(a, ' '):], b[strings.IndexByte(b, ' '):]) })
+	slices.SortFunc(lines, func(a, b string) int {
+		return strings.Compare(a[strings.IndexByte(a, ' '):], b[strings.IndexByte(b, ' '):])
+	})
 	out := "# pack-refs with: peeled sorted \n" + strings.Join(lines, "\n") + "\n"
 	require.NoError(t, os.WriteFile(path, []byte(out), 0o644))
 }
