@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"net/http"
@@ -201,34 +202,12 @@ func (g *GitSource) lsRemote(ctx context.Context, refs []string) (map[string]str
 			args = append(args, r+peeled) // the commit an annotated tag points to
 		}
 	}
-	name := g.Git
-	if name == "" {
-		name = "git"
-	}
-	cmd := exec.CommandContext(ctx, name, args...)
-	env := append(os.Environ(), g.Env...)
-	cmd.Env = append(env, "GIT_TERMINAL_PROMPT=0") // last wins
 	stdout := &boundedBuffer{max: maxGitOutput}
-	stderr := &boundedBuffer{max: maxGitStderr}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.WaitDelay = gitWaitDelay
-	detach(cmd)
-
-	err := cmd.Run()
-	what := "git ls-remote " + redactRemote(g.Remote)
-	switch {
-	case ctx.Err() != nil:
-		return nil, fmt.Errorf("%s: %w", what, ctx.Err())
-	case errors.Is(err, exec.ErrNotFound) || (err != nil && cmd.ProcessState == nil && errors.Is(err, fs.ErrNotExist)):
-		return nil, fmt.Errorf("%s: git executable not found: %w", what, err)
-	case err != nil:
-		msg := oneLine(stderr.String())
-		if msg == "" {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		return nil, fmt.Errorf("%s: %w: %s", what, err, msg)
-	case stdout.truncated:
-		return nil, fmt.Errorf("%s: output longer than %d bytes", what, maxGitOutput)
+	if err := g.run(ctx, stdout, nil, args...); err != nil {
+		return nil, err
+	}
+	if stdout.truncated {
+		return nil, fmt.Errorf("git ls-remote %s: output longer than %d bytes", redactRemote(g.Remote), maxGitOutput)
 	}
 	return parseLsRemote(stdout.Bytes(), refs), nil
 }
@@ -242,6 +221,42 @@ func gitCandidates(ref string) []string {
 		return []string{ref}
 	}
 	return []string{"refs/heads/" + ref, "refs/tags/" + ref}
+}
+
+// run runs git with args and env added to its environment, writing its
+// output to stdout. The error names the git command and the remote, with
+// git's exit status and the start of its error output.
+func (g *GitSource) run(ctx context.Context, stdout io.Writer, env []string, args ...string) error {
+	name := g.Git
+	if name == "" {
+		name = "git"
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(append(append(os.Environ(), g.Env...), env...), "GIT_TERMINAL_PROMPT=0") // last wins
+	stderr := &boundedBuffer{max: maxGitStderr}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.WaitDelay = gitWaitDelay
+	detach(cmd)
+
+	err := cmd.Run()
+	sub := args[0]
+	if sub == "-C" && len(args) > 2 {
+		sub = args[2]
+	}
+	what := "git " + sub + " " + redactRemote(g.Remote)
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: %w", what, ctx.Err())
+	case errors.Is(err, exec.ErrNotFound) || (err != nil && cmd.ProcessState == nil && errors.Is(err, fs.ErrNotExist)):
+		return fmt.Errorf("%s: git executable not found: %w", what, err)
+	case err != nil:
+		msg := oneLine(stderr.String())
+		if msg == "" {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return fmt.Errorf("%s: %w: %s", what, err, msg)
+	}
+	return nil
 }
 
 // parseLsRemote returns the objects of refs that out lists, preferring the
