@@ -49,11 +49,11 @@ const (
 // themselves), then the data.
 type pktReader struct {
 	r   *bufio.Reader
-	buf [maxPktLine]byte
+	buf []byte // grown to the longest line read
 }
 
 func newPktReader(r io.Reader) *pktReader {
-	return &pktReader{r: bufio.NewReaderSize(r, 16<<10)}
+	return &pktReader{r: bufio.NewReaderSize(r, 4<<10)}
 }
 
 // next returns the next pkt-line. The data, without a trailing newline, is
@@ -91,6 +91,9 @@ func (p *pktReader) next() (pktKind, []byte, error) {
 		return pktEnd, nil, nil
 	case n < 4 || n > maxPktLine:
 		return 0, nil, fmt.Errorf("%w: pkt-line length %d", errMalformed, n)
+	}
+	if cap(p.buf) < n-4 {
+		p.buf = make([]byte, n-4, max(n-4, 2*cap(p.buf)))
 	}
 	data := p.buf[:n-4]
 	if _, err := io.ReadFull(p.r, data); err != nil {
