@@ -51,10 +51,27 @@
 //
 // # Sources
 //
-// Git reports the commit at the tip of a branch or tag (`git ls-remote`,
-// no shell, no prompts). HTTP reports a Docker-Content-Digest, a strong
-// ETag or a body hash, with conditional requests. File reports a hash of a
-// file's content. Any function can be a Source with SourceFunc.
+// Git reports the commit at the tip of a branch or tag: over http:// and
+// https:// in process, with git's protocol version 2 (ls-refs of just the
+// refs needed, on a kept-alive connection; version 0 from older servers),
+// else with `git ls-remote --heads --tags` (no shell, no prompts). GitPath
+// reports the tree of a directory at that commit, so that a commit to one
+// stack of a repository does not redeploy the others. HTTP reports a
+// Docker-Content-Digest, a strong ETag or a body hash, with conditional
+// requests. File reports a hash of a regular file's content. Any function
+// can be a Source with SourceFunc.
+//
+// # Many keys on one remote
+//
+// The keys of a Poller whose git sources (Git and GitPath) name the same
+// remote, with the same credentials, share its requests: a poll asks the
+// remote for the refs of every key on it, and the answer serves the other
+// keys' polls for half their interval (Every/2) after its request started.
+// A key served that way counts its next poll from that request, so keys of
+// one interval stay in one round: a repository with five stacks costs one
+// request per round, not five. Keys with a longer interval are served by
+// the requests of keys with a shorter one. Polls that need a request while
+// it is in flight wait for it instead of sending their own.
 //
 // # Testing
 //

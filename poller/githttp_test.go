@@ -178,3 +178,26 @@ func TestGitConcurrentPolls(t *testing.T) {
 		s.take()
 	}
 }
+
+// TestGitPollNowAsksAfresh: a poll asked for by PollNow (a webhook saying
+// the branch moved) makes a request of its own instead of reusing an answer
+// from before the push.
+func TestGitPollNowAsksAfresh(t *testing.T) {
+	r := newGitRepo(t)
+	git(t, r.dir, "branch", "other")
+	s := newGitServer(t, r.dir, serverOpts{})
+	h := newHarness(t, nil, poller.WithHTTPClient(s.Client()))
+	h.watch("a", poller.Git(s.url, "main"), poller.Every(time.Minute), poller.Jitter(0))
+	h.watch("b", poller.Git(s.url, "other"), poller.Every(time.Minute), poller.Jitter(0))
+	h.run()
+	h.fireNext(2, 0)
+	h.event()
+	h.event()
+	require.Equal(t, 1, s.count("POST ls-refs"))
+	git(t, r.dir, "commit", "-q", "--allow-empty", "-m", "pushed")
+	require.NoError(t, h.p.PollNow("a"))
+	e := h.event()
+	require.Equal(t, poller.EventChanged, e.Kind)
+	require.Equal(t, dedup.Revision(git(t, r.dir, "rev-parse", "main")), e.Revision)
+	require.Equal(t, 2, s.count("POST ls-refs"))
+}

@@ -282,7 +282,7 @@ func (p *Poller) PollNow(key string) error {
 		return nil
 	}
 	p.disarm(ks)
-	p.start(ks)
+	p.start(ks, true)
 	return nil
 }
 
@@ -320,7 +320,7 @@ func (p *Poller) Run(ctx context.Context) error {
 		switch {
 		case !ks.watched, ks.polling:
 		case ks.due:
-			p.start(ks)
+			p.start(ks, true)
 		default:
 			p.arm(ks, ks.set.first())
 		}
@@ -428,17 +428,18 @@ func (p *Poller) fire(ks *keyState, seq uint32) {
 		return // stopped, or re-armed, after it fell due
 	}
 	ks.timer = nil
-	p.start(ks)
+	p.start(ks, false)
 }
 
-// start starts a poll of ks in its own goroutine. It is called with p.mu
-// held, while p.live and no poll of ks runs.
-func (p *Poller) start(ks *keyState) {
+// start starts a poll of ks in its own goroutine; asked (by PollNow) means
+// the poll must ask the source afresh, never reuse another key's answer. It
+// is called with p.mu held, while p.live and no poll of ks runs.
+func (p *Poller) start(ks *keyState, asked bool) {
 	ctx, cancel := p.pollContext(ks.set.timeout)
 	ks.polling, ks.cancel, ks.due = true, cancel, false
 	p.wg.Add(1)
 	r := &pollRun{ctx: ctx, cancel: cancel, base: p.base, ks: ks, gen: ks.gen, src: ks.src, set: ks.set,
-		group: ks.group, wants: ks.wants, start: p.clock.Now()}
+		group: ks.group, wants: ks.wants, asked: asked, start: p.clock.Now()}
 	go p.poll(r)
 }
 
@@ -457,6 +458,7 @@ type pollRun struct {
 	set    *settings
 	group  *remoteGroup // of a source that shares requests per remote
 	wants  []string     // the refs the source needs from its group's remote
+	asked  bool         // by PollNow: a request of its own, not another key's answer
 	start  time.Time
 }
 
@@ -560,7 +562,7 @@ func (p *Poller) settle(ks *keyState, gen uint32, delay time.Duration) {
 	case !p.live:
 		// Run is ending; the next Run schedules ks again.
 	case ks.due:
-		p.start(ks)
+		p.start(ks, true)
 	case ks.gen != gen:
 		p.arm(ks, ks.set.first()) // replaced while it polled
 	default:

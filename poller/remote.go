@@ -105,12 +105,13 @@ func (p *Poller) leave(ks *keyState) {
 // with a shorter one. Otherwise it asks the remote for the refs of every key
 // in the group; polls that need the same request while it is in flight wait
 // for it (singleflight) instead of making their own. at is the start of the
-// reused request, zero when this poll made or joined the request.
+// reused request, zero when this poll made or joined the request. A poll
+// asked for by PollNow always makes its own request.
 func (p *Poller) latestShared(r *pollRun) (rev dedup.Revision, at time.Time, err error) {
 	g, rs := r.group, r.src.(remoteSource)
 	p.mu.Lock()
 	ans := g.last
-	if ans != nil && ans.covers(r.wants) && !ans.at.Before(p.clock.Now().Add(-r.set.every/2)) {
+	if !r.asked && ans != nil && ans.covers(r.wants) && !ans.at.Before(p.clock.Now().Add(-r.set.every/2)) {
 		at = ans.at
 	} else {
 		ans = nil
@@ -127,7 +128,12 @@ func (p *Poller) latestShared(r *pollRun) (rev dedup.Revision, at time.Time, err
 	}
 	p.mu.Unlock()
 
-	if ans == nil {
+	switch {
+	case r.asked:
+		// A webhook said the remote changed: an answer, or a request in
+		// flight, from before it may not show the change.
+		ans = p.request(r, rs, g, refs)
+	case ans == nil:
 		// Refs are only added to a group with a new generation, so that the
 		// request in flight for one generation covers every poll that asks
 		// for it.

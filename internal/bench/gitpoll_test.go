@@ -75,7 +75,7 @@ type benchServer struct {
 	cert       string // PEM file
 	pool       *x509.CertPool
 	pemBytes   []byte
-	head       string // commit of main
+	heads      map[string]string // repository -> commit of main
 	cmd        *exec.Cmd
 	stdin      interface{ Close() error }
 }
@@ -120,7 +120,7 @@ func startServer() (*benchServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &benchServer{}
+	s := &benchServer{heads: map[string]string{}}
 	for _, name := range []string{"small.git", "many.git"} {
 		dir := filepath.Join(root, name)
 		steps := [][]string{{"init", "-q", "-b", "main", dir}, {"-C", dir, "commit", "-q", "--allow-empty", "-m", "one"},
@@ -130,9 +130,11 @@ func startServer() (*benchServer, error) {
 				return nil, err
 			}
 		}
-		if s.head, err = run(dir, "rev-parse", "HEAD"); err != nil {
+		head, err := run(dir, "rev-parse", "HEAD")
+		if err != nil {
 			return nil, err
 		}
+		s.heads[name] = head
 		if name == "many.git" {
 			if _, err := run(dir, "pack-refs", "--all"); err != nil {
 				return nil, err
@@ -146,7 +148,7 @@ func startServer() (*benchServer, error) {
 			// trait by sorting them itself.
 			w := bufio.NewWriter(f)
 			for i := range 10_000 {
-				fmt.Fprintf(w, "%s refs/pull/%d/head\n", s.head, i)
+				fmt.Fprintf(w, "%s refs/pull/%d/head\n", head, i)
 			}
 			if err := w.Flush(); err != nil {
 				return nil, err
@@ -208,10 +210,10 @@ func cpuTime() time.Duration {
 // polls one after another.
 func BenchmarkGitPoll(b *testing.B) {
 	s := gitServer(b)
-	targets := []struct{ name, url string }{
-		{"http", s.plain + "/small.git"},
-		{"https", s.tls + "/small.git"},
-		{"https-10k-refs", s.tls + "/many.git"},
+	targets := []struct{ name, url, head string }{
+		{"http", s.plain + "/small.git", s.heads["small.git"]},
+		{"https", s.tls + "/small.git", s.heads["small.git"]},
+		{"https-10k-refs", s.tls + "/many.git", s.heads["many.git"]},
 	}
 	tlsClient := &http.Client{Transport: func() *http.Transport {
 		t := http.DefaultTransport.(*http.Transport).Clone()
@@ -222,13 +224,13 @@ func BenchmarkGitPoll(b *testing.B) {
 	for _, tg := range targets {
 		b.Run("poller.Git/"+tg.name, func(b *testing.B) {
 			src := &poller.GitSource{Remote: tg.url, Ref: "main", Client: tlsClient}
-			poll(b, s, func(ctx context.Context) (string, error) {
+			poll(b, tg.head, func(ctx context.Context) (string, error) {
 				rev, err := src.Latest(ctx)
 				return string(rev), err
 			})
 		})
 		b.Run("git-ls-remote/"+tg.name, func(b *testing.B) {
-			poll(b, s, func(ctx context.Context) (string, error) {
+			poll(b, tg.head, func(ctx context.Context) (string, error) {
 				// The arguments poller.Git ran git with before it spoke
 				// HTTP itself.
 				cmd := exec.CommandContext(ctx, "git", "ls-remote", "--", tg.url, "refs/heads/main", "refs/tags/main", "refs/tags/main^{}")
@@ -243,7 +245,7 @@ func BenchmarkGitPoll(b *testing.B) {
 		})
 		b.Run("go-git/"+tg.name, func(b *testing.B) {
 			remote := gogit.NewRemote(memory.NewStorage(), &gitconfig.RemoteConfig{Name: "origin", URLs: []string{tg.url}})
-			poll(b, s, func(ctx context.Context) (string, error) {
+			poll(b, tg.head, func(ctx context.Context) (string, error) {
 				refs, err := remote.ListContext(ctx, &gogit.ListOptions{CABundle: s.pemBytes})
 				if err != nil {
 					return "", err
@@ -259,10 +261,10 @@ func BenchmarkGitPoll(b *testing.B) {
 	}
 }
 
-func poll(b *testing.B, s *benchServer, latest func(context.Context) (string, error)) {
+func poll(b *testing.B, head string, latest func(context.Context) (string, error)) {
 	ctx := context.Background()
-	if rev, err := latest(ctx); err != nil || rev != s.head {
-		b.Fatalf("Latest = %q, %v; want %q", rev, err, s.head)
+	if rev, err := latest(ctx); err != nil || rev != head {
+		b.Fatalf("Latest = %q, %v; want %q", rev, err, head)
 	}
 	b.ReportAllocs()
 	cpu0, start := cpuTime(), time.Now()
