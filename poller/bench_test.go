@@ -42,15 +42,20 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
-// BenchmarkIdleKeys watches 10,000 keys on the real clock, lets each poll
-// once, and measures what the idle keys cost: goroutines and heap bytes per
-// key (the Poller, its map, key states, timers and key strings; the
-// sources are shared). One op is the whole setup and teardown.
+// BenchmarkIdleKeys watches 10,000 and 100,000 keys on the real clock,
+// lets each poll once, and measures what the idle keys cost: goroutines and
+// heap bytes per key (the Poller, its map, key states, timers and key
+// strings; the sources are shared). One op is the whole setup and teardown.
 func BenchmarkIdleKeys(b *testing.B) {
-	const n = 10_000
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprint("keys=", n), func(b *testing.B) { benchIdleKeys(b, n) })
+	}
+}
+
+func benchIdleKeys(b *testing.B, n int) {
 	keys := make([]string, n)
 	for i := range keys {
-		keys[i] = fmt.Sprintf("stack-%05d", i)
+		keys[i] = fmt.Sprintf("stack-%06d", i)
 	}
 	src := poller.SourceFunc(func(context.Context) (dedup.Revision, error) { return "r1", nil })
 	b.ReportAllocs()
@@ -59,7 +64,7 @@ func BenchmarkIdleKeys(b *testing.B) {
 		g0, h0 := runtime.NumGoroutine(), heapInUse()
 		// Each key arms its first timer at Run and its second after its
 		// first poll; no Timeout, whose timers would count too.
-		clock := &armCounter{n: 2 * n, all: make(chan struct{})}
+		clock := &armCounter{n: int64(2 * n), all: make(chan struct{})}
 		p := poller.New(nopTrigger{}, poller.WithClock(clock))
 		for _, k := range keys {
 			if err := p.Watch(k, src, poller.Every(time.Hour), poller.Jitter(0), poller.Timeout(0)); err != nil {
@@ -71,8 +76,8 @@ func BenchmarkIdleKeys(b *testing.B) {
 		go func() { done <- p.Run(ctx) }()
 		<-clock.all
 		g1, h1 := runtime.NumGoroutine(), heapInUse()
-		goroutines = float64(g1-g0-1) / n // minus the goroutine of Run
-		bytes = float64(h1-h0) / n
+		goroutines = float64(g1-g0-1) / float64(n) // minus the goroutine of Run
+		bytes = float64(int64(h1)-int64(h0)) / float64(n)
 		cancel()
 		if err := <-done; err != nil {
 			b.Fatal(err)
@@ -81,6 +86,31 @@ func BenchmarkIdleKeys(b *testing.B) {
 	}
 	b.ReportMetric(goroutines, "goroutines/key")
 	b.ReportMetric(bytes, "B/key")
+}
+
+// BenchmarkRuntimeTimer is what one armed time.AfterFunc timer with its own
+// callback costs on the heap, at 100,000 timers: the part of a key's cost
+// that one timer heap per Poller could save. Run it alone, with
+// -benchtime=1x: stopped timers linger in the runtime's timer heaps until
+// later timers clean them up, which blurs any measurement but the first in
+// a process.
+func BenchmarkRuntimeTimer(b *testing.B) {
+	const n = 100_000
+	keys := make([]struct{ seq uint32 }, n) // what a callback refers to, as the Poller's does
+	var bytes float64
+	for b.Loop() {
+		timers := make([]*time.Timer, n)
+		h0 := heapInUse()
+		for i := range timers {
+			ks := &keys[i]
+			timers[i] = time.AfterFunc(time.Hour, func() { ks.seq++ })
+		}
+		bytes = float64(int64(heapInUse())-int64(h0)) / n
+		for _, t := range timers {
+			t.Stop()
+		}
+	}
+	b.ReportMetric(bytes, "B/timer")
 }
 
 // BenchmarkPollUnchanged is the cost of one poll that finds the revision
