@@ -13,24 +13,6 @@ import (
 	"github.com/dedupdeploy/dedupdeploy/poller"
 )
 
-// armCounter is the time package as a dedup.Clock that closes all once n
-// timers were armed.
-type armCounter struct {
-	n     int64
-	armed atomic.Int64
-	all   chan struct{}
-}
-
-func (c *armCounter) Now() time.Time { return time.Now() }
-
-func (c *armCounter) AfterFunc(d time.Duration, f func()) dedup.Timer {
-	t := time.AfterFunc(d, f)
-	if c.armed.Add(1) == c.n {
-		close(c.all)
-	}
-	return t
-}
-
 type nopTrigger struct{}
 
 func (nopTrigger) Notify(string, dedup.Revision, ...dedup.TriggerOption) error { return nil }
@@ -62,10 +44,15 @@ func benchIdleKeys(b *testing.B, n int) {
 	var goroutines, bytes float64
 	for b.Loop() {
 		g0, h0 := runtime.NumGoroutine(), heapInUse()
-		// Each key arms its first timer at Run and its second after its
-		// first poll; no Timeout, whose timers would count too.
-		clock := &armCounter{n: int64(2 * n), all: make(chan struct{})}
-		p := poller.New(nopTrigger{}, poller.WithClock(clock))
+		var polled atomic.Int64
+		all := make(chan struct{})
+		p := poller.New(nopTrigger{}, poller.WithObserver(func(poller.Event) {
+			if polled.Add(1) == int64(n) {
+				close(all)
+			}
+		}))
+		// Every key polls once at once (no jitter) and then waits an hour;
+		// no Timeout, whose timers would count too.
 		for _, k := range keys {
 			if err := p.Watch(k, src, poller.Every(time.Hour), poller.Jitter(0), poller.Timeout(0)); err != nil {
 				b.Fatal(err)
@@ -74,7 +61,12 @@ func benchIdleKeys(b *testing.B, n int) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- p.Run(ctx) }()
-		<-clock.all
+		<-all
+		// The last polls settle after their event: wait for their
+		// goroutines to end.
+		for runtime.NumGoroutine() > g0+1 {
+			runtime.Gosched()
+		}
 		g1, h1 := runtime.NumGoroutine(), heapInUse()
 		goroutines = float64(g1-g0-1) / float64(n) // minus the goroutine of Run
 		bytes = float64(int64(h1)-int64(h0)) / float64(n)

@@ -137,7 +137,7 @@ func TestGitPathPoller(t *testing.T) {
 		}
 		return out
 	}
-	h.fireNext(2, 0)
+	h.fireNext(1, 0)
 	require.Equal(t, map[string]poller.EventKind{"a": poller.EventChanged, "b": poller.EventChanged}, kinds())
 	require.Equal(t, 1, s.count("POST ls-refs"))
 	require.Equal(t, 1, s.count("POST fetch"), "one fetch of the new commit for both stacks")
@@ -145,12 +145,12 @@ func TestGitPathPoller(t *testing.T) {
 
 	writeFile(t, filepath.Join(dir, "stacks/a/compose.yaml"), "second\n")
 	git(t, dir, "commit", "-q", "-am", "change a")
-	h.fireNext(2, time.Minute)
+	h.fireNext(1, time.Minute)
 	require.Equal(t, map[string]poller.EventKind{"a": poller.EventChanged, "b": poller.EventPolled}, kinds())
 	require.Equal(t, 1, s.count("POST ls-refs"))
 	s.take()
 
-	h.fireNext(2, time.Minute)
+	h.fireNext(1, time.Minute)
 	require.Equal(t, map[string]poller.EventKind{"a": poller.EventPolled, "b": poller.EventPolled}, kinds())
 	require.Equal(t, []string{"GET refs", "POST ls-refs"}, s.take(), "no fetch for a commit seen before")
 }

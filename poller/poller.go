@@ -2,6 +2,7 @@ package poller
 
 import (
 	"cmp"
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -72,7 +73,8 @@ var (
 
 // Poller polls a Source per watched key and hands the key's revision to the
 // Trigger after every successful poll. Per key, a poll never overlaps the previous poll of the
-// key; an idle key costs an armed timer and no goroutine. A Poller is safe
+// key; an idle key costs a place in the Poller's timer heap and no
+// goroutine. A Poller is safe
 // for concurrent use. Make one with New, add keys with Watch, and call Run.
 type Poller struct {
 	trigger  Trigger
@@ -95,24 +97,31 @@ type Poller struct {
 	running   bool                    // a Run has started and not returned
 	live      bool                    // polls may start: Run runs and its ctx is not done
 	base      context.Context         // while live: Run's context, the parent of every poll's context
+
+	// The keys waiting for their next poll are in one heap, earliest
+	// first, and one timer of the clock is armed for the earliest: a key
+	// costs a place in the heap rather than a timer of its own.
+	waiting timerHeap
+	wake    dedup.Timer // armed for wakeAt while a key waits and Run runs
+	wakeAt  time.Time
+	wakeSeq uint64 // bumped when wake is armed: a stale callback does nothing
 }
 
 // keyState is the polling state of one key. Its fields are guarded by
 // Poller.mu.
 //
-// A key is either waiting for its timer (timer set), polling (a goroutine
-// calls Source.Latest), or, outside Run, neither. A key that is unwatched
+// A key is either waiting for its next poll (in the heap), polling (a
+// goroutine calls Source.Latest), or, outside Run, neither. A key that is unwatched
 // while it polls stays in the map, unwatched, until its poll ends.
 type keyState struct {
 	key    string
 	src    Source
 	set    *settings
-	timer  dedup.Timer
 	cancel context.CancelFunc // of the running poll
 	group  *remoteGroup       // of a source that shares requests per remote, while watched
 	wants  []string           // what the source needs from its group's remote
 	gen    uint32             // bumped by Watch and Unwatch: a poll of an older generation is dropped
-	seq    uint32             // bumped when the timer is armed: a stale timer callback does nothing
+	slot   int32              // 1 + index in Poller.waiting while the key waits there, else 0
 
 	watched    bool
 	polling    bool
@@ -123,7 +132,7 @@ type keyState struct {
 	err      error
 	failures int
 	polled   time.Time // when the last poll ended
-	next     time.Time // when the timer is due
+	next     time.Time // when the next poll is due, while waiting
 }
 
 // New returns a Poller that hands the revisions it finds to t. It panics if
@@ -331,9 +340,12 @@ func (p *Poller) Run(ctx context.Context) error {
 
 	p.mu.Lock()
 	p.live, p.base = false, nil
-	for _, ks := range p.keys {
-		p.disarm(ks)
+	for _, ks := range p.waiting {
+		ks.slot = 0
 	}
+	clear(p.waiting)
+	p.waiting = p.waiting[:0]
+	p.rewake()
 	p.mu.Unlock()
 	cancel() // every running poll
 	p.wg.Wait()
@@ -382,7 +394,7 @@ func (p *Poller) Statuses() []Status {
 
 func (ks *keyState) status() Status {
 	st := Status{Key: ks.key, Revision: ks.last, Err: ks.err, Failures: ks.failures, Polling: ks.polling, Polled: ks.polled}
-	if ks.timer != nil {
+	if ks.slot != 0 {
 		st.Next = ks.next
 	}
 	return st
@@ -397,38 +409,93 @@ func (p *Poller) intern(s settings) *settings {
 	return q
 }
 
-// arm sets the timer of ks to start its next poll after d. It is called with
-// p.mu held, while p.live.
+// arm puts ks in the heap of waiting keys, to start its next poll after d.
+// It is called with p.mu held, while p.live.
 func (p *Poller) arm(ks *keyState, d time.Duration) {
-	ks.seq++
-	seq := ks.seq
-	p.wg.Add(1)
 	ks.next = p.clock.Now().Add(d)
-	ks.timer = p.clock.AfterFunc(d, func() { p.fire(ks, seq) })
+	heap.Push(&p.waiting, ks)
+	p.rewake()
 }
 
-// disarm stops the timer of ks, if armed. It is called with p.mu held.
+// disarm takes ks out of the heap of waiting keys, if it is there. It is
+// called with p.mu held.
 func (p *Poller) disarm(ks *keyState) {
-	if ks.timer == nil {
+	if ks.slot == 0 {
 		return
 	}
-	if ks.timer.Stop() {
-		p.wg.Done() // else the callback runs and calls Done
-	}
-	ks.timer = nil
+	heap.Remove(&p.waiting, int(ks.slot-1))
+	p.rewake()
 }
 
-// fire is the timer callback. It never blocks for long: a fake clock calls it
-// from the goroutine that advances time.
-func (p *Poller) fire(ks *keyState, seq uint32) {
+// rewake arms the Poller's timer for the earliest waiting key, unless it is
+// armed for that time already, and stops it when no key waits or Run ends.
+// It is called with p.mu held.
+func (p *Poller) rewake() {
+	var at time.Time
+	if len(p.waiting) > 0 && p.live {
+		at = p.waiting[0].next
+	}
+	if p.wake != nil {
+		if !at.IsZero() && at.Equal(p.wakeAt) {
+			return
+		}
+		if p.wake.Stop() {
+			p.wg.Done() // else the callback runs, finds itself stale, and calls Done
+		}
+		p.wake = nil
+	}
+	if at.IsZero() {
+		return
+	}
+	p.wakeSeq++
+	seq := p.wakeSeq
+	p.wakeAt = at
+	p.wg.Add(1)
+	p.wake = p.clock.AfterFunc(max(at.Sub(p.clock.Now()), 0), func() { p.fire(seq) })
+}
+
+// fire is the callback of the Poller's timer: it starts the polls that are
+// due. It never blocks for long: a fake clock calls it from the goroutine
+// that advances time.
+func (p *Poller) fire(seq uint64) {
 	defer p.wg.Done()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if ks.timer == nil || ks.seq != seq || !p.live {
+	if p.wake == nil || p.wakeSeq != seq {
 		return // stopped, or re-armed, after it fell due
 	}
-	ks.timer = nil
-	p.start(ks, false)
+	p.wake = nil
+	now := p.clock.Now()
+	for p.live && len(p.waiting) > 0 && !p.waiting[0].next.After(now) {
+		p.start(heap.Pop(&p.waiting).(*keyState), false)
+	}
+	p.rewake()
+}
+
+// timerHeap is the keys waiting for their next poll, a min-heap by the time
+// it is due (container/heap).
+type timerHeap []*keyState
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].slot, h[j].slot = int32(i+1), int32(j+1)
+}
+
+func (h *timerHeap) Push(x any) {
+	ks := x.(*keyState)
+	ks.slot = int32(len(*h) + 1)
+	*h = append(*h, ks)
+}
+
+func (h *timerHeap) Pop() any {
+	old := *h
+	ks := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	ks.slot = 0
+	return ks
 }
 
 // start starts a poll of ks in its own goroutine; asked (by PollNow) means

@@ -293,7 +293,7 @@ func TestWatchBeforeRun(t *testing.T) {
 	h.run()
 	src.next(h.ctx).reply("ra", nil) // no clock advance: PollNow
 	require.Equal(t, poller.EventChanged, h.event().Kind)
-	h.fireNext(2, 0) // b's first poll
+	h.fireNext(1, 0) // b's first poll
 	e := h.event()
 	require.Equal(t, "b", e.Key)
 	require.Equal(t, []dedup.Revision{"ra"}, h.trig.revs("a"))
@@ -479,8 +479,8 @@ func TestUnwatch(t *testing.T) {
 	h.watch("other", constant("o1"), poller.Every(time.Minute), poller.Jitter(0))
 	h.run()
 
-	// Idle key.
-	require.NoError(t, h.clock.WaitTimers(h.ctx, 2))
+	// Idle key. One timer serves both keys, and stays for the other.
+	require.NoError(t, h.clock.WaitTimers(h.ctx, 1))
 	h.p.Unwatch("other")
 	require.Equal(t, 1, h.clock.Timers(), "timers after Unwatch of an idle key")
 	_, ok := h.p.Status("other")
@@ -619,7 +619,7 @@ func TestRunStops(t *testing.T) {
 	h.watch("a", src, poller.Every(time.Minute), poller.Jitter(0))
 	h.watch("b", constant("r1"), poller.Every(time.Minute), poller.Jitter(0), poller.Timeout(time.Second))
 	h.run()
-	h.fireNext(2, 0)
+	h.fireNext(1, 0)
 	c := src.next(h.ctx)
 	h.event()
 	require.NoError(t, h.clock.WaitTimers(h.ctx, 1)) // b's next poll
@@ -795,4 +795,34 @@ func TestConcurrentUse(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 	require.Zero(t, overlaps.Load(), "overlapping polls of one key")
+}
+
+// TestOneTimer: one timer of the clock serves every waiting key, armed for
+// the earliest; it moves when that key goes, and polls come in order. In a
+// synctest bubble, so that synctest.Wait says when every poll has settled.
+func TestOneTimer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		for i, every := range []time.Duration{time.Minute, 2 * time.Minute, 3 * time.Minute} {
+			h.watch(fmt.Sprint("k", i+1), constant("r"), poller.Every(every), poller.Jitter(0), poller.Timeout(0))
+		}
+		h.run()
+		h.fireNext(1, 0)
+		for range 3 {
+			h.event()
+		}
+		synctest.Wait()
+		require.Equal(t, 1, h.clock.Timers(), "timers for three waiting keys")
+		d, _ := h.clock.Next()
+		require.Equal(t, time.Minute, d, "wait for the earliest key")
+		h.p.Unwatch("k1")
+		require.Equal(t, 1, h.clock.Timers(), "timers after the earliest key went")
+		d, _ = h.clock.Next()
+		require.Equal(t, 2*time.Minute, d, "wait for the next key")
+		h.clock.Advance(d)
+		require.Equal(t, "k2", h.event().Key)
+		h.fireNext(1, time.Minute) // k3, at 3 minutes
+		require.Equal(t, "k3", h.event().Key)
+		h.stop()
+	})
 }
