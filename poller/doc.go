@@ -2,7 +2,7 @@
 // resource, a file) and hands every revision it finds to a dedup.Manager,
 // which deploys it unless it is live. Per key, polls never overlap, a
 // failing source backs off and is reported, never swallowed, and an idle key
-// costs a timer, not a goroutine.
+// costs a place in the Poller's timer heap, neither a goroutine nor a timer.
 //
 // Hand the Poller a Manager, watch keys, and run it:
 //
@@ -77,5 +77,5 @@
 //
 // WithClock takes the same dedup.Clock as the Manager: with a
 // deduptest.Clock, polls start when the test advances it. Every poll, except
-// one started by PollNow, starts from a timer of that clock.
+// one started by PollNow, starts from the Poller's timer on that clock.
 package poller

@@ -34,9 +34,11 @@ func (c *config) errorf(format string, args ...any) {
 // package; pass a *deduptest.Clock (the Manager's, if it has one) to test
 // polling without waiting.
 //
-// On such a clock a watched key has one timer armed while it waits for its
-// next poll; while it polls it has none, except the timer of its Timeout
-// (default Every), which is stopped as soon as Source.Latest returns.
+// On such a clock the Poller has one timer armed while Run runs and a key
+// waits for its next poll: for the earliest of the waiting keys (keys due at
+// the same instant start together when it fires). A polling key adds the
+// timer of its Timeout (default Every), which is stopped as soon as
+// Source.Latest returns.
 func WithClock(c dedup.Clock) Option {
 	return func(cfg *config) {
 		if c == nil {
