@@ -44,8 +44,9 @@ var ErrUnknownRef = errors.New("poller: unknown ref")
 // done the whole process group is killed. Credentials come from git's own
 // configuration (credential helpers, SSH keys, Env).
 //
-// Watched by a Poller, all the keys on one remote share its requests: see
-// Poller.Watch. A GitSource is safe for concurrent use.
+// Watched by a Poller, all the keys on one remote share its requests (see
+// "Many keys on one remote" in the package documentation). A GitSource is
+// safe for concurrent use.
 type GitSource struct {
 	// Remote is a URL (https://, http://, ssh://, git://, file://,
 	// scp-like user@host:path) or a local path. It must not start with
