@@ -45,6 +45,9 @@ func git(t *testing.T, dir string, args ...string) string {
 func newGitRepo(t *testing.T) gitRepo {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("git not installed: scripts/test.sh installs it")
+		}
 		t.Skip("git not installed")
 	}
 	dir := t.TempDir()
