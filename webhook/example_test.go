@@ -22,10 +22,9 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	deployed := make(chan struct{})
+	deployed := make(chan string, 1)
 	m, err := dedup.New(dedup.DeployFunc(func(ctx context.Context, key string, rev dedup.Revision) error {
-		fmt.Println("deploying", key, "at", rev)
-		close(deployed)
+		deployed <- key + " at " + string(rev) // the Poller's first poll may come before the push
 		return nil
 	}))
 	if err != nil {
@@ -67,10 +66,10 @@ func Example() {
 	mux.ServeHTTP(rec, req)
 	fmt.Print(rec.Code, " ", rec.Body)
 
-	<-deployed
+	fmt.Println("deployed", <-deployed)
 	// Output:
 	// 202 {"provider":"github","event":"push","delivery":"72d3162e-cc78-11e3-81ab-4c9367dc0958","result":"polled","keys":[{"key":"web","repository":"acme/web","ref":"refs/heads/main","revision":"4f2a9c1","action":"poll"}]}
-	// deploying web at 4f2a9c1
+	// deployed web at 4f2a9c1
 }
 
 // Without a poller, NewDirect triggers the pushed revision, and the reply
