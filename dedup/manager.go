@@ -309,7 +309,7 @@ func (m *Manager) Status(key string) (Status, bool) {
 // Statuses returns the state of every key triggered and not forgotten,
 // sorted by key.
 func (m *Manager) Statuses() []Status {
-	var out []Status
+	out := []Status{} // not nil: its JSON is [], not null
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()

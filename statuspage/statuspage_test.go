@@ -20,31 +20,9 @@ import (
 	"github.com/dedupdeploy/dedupdeploy/statuspage"
 )
 
-// keyJSON is what a client decodes.
-type keyJSON struct {
-	Key            string    `json:"key"`
-	Live           string    `json:"live"`
-	Running        string    `json:"running"`
-	Pending        string    `json:"pending"`
-	Attempt        int       `json:"attempt"`
-	RunningSeconds float64   `json:"running_seconds"`
-	Slow           bool      `json:"slow"`
-	Queued         bool      `json:"queued"`
-	NextStart      time.Time `json:"next_start"`
-	Runs           int       `json:"runs"`
-	Deployed       int       `json:"deployed"`
-	Failures       int       `json:"failures"`
-	Superseded     int       `json:"superseded"`
-	LastError      string    `json:"last_error"`
-	StoreError     string    `json:"store_error"`
-	LastStarted    time.Time `json:"last_started"`
-	LastFinished   time.Time `json:"last_finished"`
-	Baseline       struct {
-		Samples     int     `json:"samples"`
-		MeanSeconds float64 `json:"mean_seconds"`
-		P90Seconds  float64 `json:"p90_seconds"`
-	} `json:"baseline"`
-}
+// keyJSON is what a client decodes: the JSON of a dedup.Status reads back
+// into one.
+type keyJSON = dedup.Status
 
 func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
@@ -95,32 +73,31 @@ func TestJSONEveryKey(t *testing.T) {
 	require.Equal(t, []string{hostile, "api", "db/main", "web"}, keys, "keys, sorted")
 
 	web := byKey["web"]
-	require.Equal(t, "v1", web.Live)
-	require.Equal(t, "v2", web.Running)
-	require.Equal(t, "v3", web.Pending)
+	require.Equal(t, dedup.Revision("v1"), web.Live)
+	require.Equal(t, dedup.Revision("v2"), web.Running)
+	require.Equal(t, dedup.Revision("v3"), web.Pending)
 	require.Equal(t, 1, web.Attempt)
 	require.True(t, web.Slow, "web is slow")
-	require.Equal(t, 180.0, web.RunningSeconds, "running_seconds")
+	require.Equal(t, 3*time.Minute, list.Time.Sub(web.LastStarted), "how long web has run")
 	require.Equal(t, 2, web.Runs)
 	require.Equal(t, 1, web.Deployed)
 	require.Equal(t, 1, web.Baseline.Samples)
-	require.Equal(t, 60.0, web.Baseline.MeanSeconds)
-	require.Equal(t, 60.0, web.Baseline.P90Seconds)
+	require.Equal(t, time.Minute, web.Baseline.Mean)
+	require.Equal(t, time.Minute, web.Baseline.P90)
 	require.True(t, web.LastStarted.Equal(now.Add(-3*time.Minute)), "last_started %v", web.LastStarted)
-	require.Empty(t, web.LastError)
+	require.NoError(t, web.LastErr)
 
 	api := byKey["api"]
-	require.Equal(t, "", api.Live)
-	require.Equal(t, "", api.Running)
-	require.Equal(t, "a1", api.Pending, "a failed revision waits for its retry")
+	require.Empty(t, api.Live)
+	require.Empty(t, api.Running)
+	require.Equal(t, dedup.Revision("a1"), api.Pending, "a failed revision waits for its retry")
 	require.Equal(t, 1, api.Failures)
-	require.Equal(t, "exit status 1\nerror: <b>image not found</b>", api.LastError)
+	require.EqualError(t, api.LastErr, "exit status 1\nerror: <b>image not found</b>")
 	require.True(t, api.NextStart.Equal(at(10*time.Minute+101*time.Second)), "next_start %v", api.NextStart)
 	require.Zero(t, api.Baseline.Samples)
-	require.Zero(t, api.RunningSeconds)
 
-	require.Equal(t, `"><img src=x onerror=alert(2)>`, byKey[hostile].Live)
-	require.Equal(t, 30.0, byKey["db/main"].Baseline.P90Seconds)
+	require.Equal(t, dedup.Revision(`"><img src=x onerror=alert(2)>`), byKey[hostile].Live)
+	require.Equal(t, 30*time.Second, byKey["db/main"].Baseline.P90)
 }
 
 func TestJSONOneKey(t *testing.T) {
