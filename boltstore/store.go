@@ -60,6 +60,9 @@ const DefaultMaxBatchSize = 1000
 // then the revision's bytes.
 const formatV1 = 1
 
+// maxRecord is the size of the longest record of any version so far.
+const maxRecord = binary.MaxVarintLen64 + dedup.MaxLen
+
 // Store is a dedup.Store in a bbolt database file. Save returns once the
 // record is durable; concurrent Saves share commits.
 //
@@ -270,17 +273,12 @@ func newStore(db *bbolt.DB, bucket string, readOnly bool) (*Store, error) {
 
 // verify reads every page of the bucket once, so that a damaged file is an
 // error of Open or New rather than of a later Save, whose commit may run in
-// a goroutine of bbolt's where nothing can catch a panic. It also reports
-// a bucket name taken by a plain value, which bbolt would treat as a
-// missing bucket. Records are decoded by Load only: one unreadable record
+// a goroutine of bbolt's where nothing can catch a panic. Records are decoded by Load only: one unreadable record
 // does not make the others unreachable.
 func (s *Store) verify(tx *bbolt.Tx) (err error) {
 	defer guard(&err)()
 	b := tx.Bucket(s.bucket)
 	if b == nil {
-		if k, v := tx.Cursor().Seek(s.bucket); k != nil && string(k) == string(s.bucket) && v != nil {
-			return fmt.Errorf("%w: the name holds a value, not a bucket", ErrCorrupt)
-		}
 		return nil
 	}
 	c := b.Cursor()
@@ -309,22 +307,31 @@ func (s *Store) Load(ctx context.Context, key string) (rev dedup.Revision, ok bo
 	if s.closed {
 		return "", false, fmt.Errorf("boltstore: load %q: %w", key, ErrClosed)
 	}
-	var rec []byte
+	var (
+		rec   []byte
+		found bool
+	)
 	err = s.db.View(func(tx *bbolt.Tx) (err error) {
 		defer guard(&err)()
 		b := tx.Bucket(s.bucket)
 		if b == nil {
 			return nil // a read-only Store of a file no writer has used
 		}
-		if v := b.Get([]byte(key)); v != nil {
-			rec = append([]byte(nil), v...) // v is only valid in the transaction
+		v := b.Get([]byte(key))
+		if v == nil {
+			return nil
 		}
+		if len(v) > maxRecord {
+			// A damaged page can claim any length: do not read it.
+			return fmt.Errorf("%w: record of %d bytes, more than any revision needs", ErrCorrupt, len(v))
+		}
+		rec, found = append([]byte(nil), v...), true // v is only valid in the transaction
 		return nil
 	})
 	if err != nil {
 		return "", false, fmt.Errorf("boltstore: load %q from %s: %w", key, s.path, err)
 	}
-	if rec == nil {
+	if !found {
 		return "", false, nil
 	}
 	rev, err = decode(rec)
