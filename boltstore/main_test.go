@@ -57,7 +57,8 @@ func open(t testing.TB, opts ...boltstore.Option) *boltstore.Store {
 // "saver" opens BOLTSTORE_PATH and saves in a loop from four goroutines
 // until it is killed, writing "ack KEY REV" to stdout after each Save
 // returned: each goroutine g saves a new key PREFIX-g-N and overwrites the
-// key hot-g with revision vN (N counts up, zero-padded).
+// key hot-g, with revision PREFIX-vN (N counts up, zero-padded, so that
+// later revisions sort after earlier ones across rounds of PREFIX too).
 //
 // "holder" opens BOLTSTORE_PATH with the lock timeout BOLTSTORE_TIMEOUT
 // (read-only if BOLTSTORE_READONLY is set), writes "open" and holds the
@@ -78,7 +79,7 @@ func child(mode string) int {
 		for g := range 4 {
 			wg.Go(func() {
 				for n := 0; ; n++ {
-					rev := dedup.Revision(fmt.Sprintf("v%08d", n))
+					rev := dedup.Revision(fmt.Sprintf("%s-v%08d", prefix, n))
 					for _, key := range []string{fmt.Sprintf("%s-%d-%08d", prefix, g, n), fmt.Sprintf("hot-%d", g)} {
 						if err := s.Save(context.Background(), key, rev); err != nil {
 							fmt.Println("error", err)
