@@ -50,7 +50,7 @@ const DefaultLockTimeout = time.Second
 
 // DefaultMaxBatchDelay is how long a Save waits for others to join its
 // commit, on a Store made by Open. See WithBatch for how it was chosen.
-const DefaultMaxBatchDelay = 2 * time.Millisecond
+const DefaultMaxBatchDelay = time.Millisecond
 
 // DefaultMaxBatchSize is the most Saves that share one commit, on a Store
 // made by Open.
