@@ -11,6 +11,13 @@
 //	go run ./examples/gitops -commits 12 -every 100ms -deploy-time 1s
 //
 // It needs git and sh, and finishes by itself in a few seconds.
+//
+// The repository and the live record (a boltstore file, live.db) are kept
+// in the -state directory, by default dedup-gitops in the system's temporary
+// directory (/tmp/dedup-gitops on Linux). Run it twice: the second run
+// finds the commit it left live, polls it, and does not deploy it again;
+// only the commits that land during the second run are deployed. Delete the
+// directory to start afresh.
 package main
 
 import (
@@ -23,10 +30,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/dedupdeploy/dedupdeploy/boltstore"
 	"github.com/dedupdeploy/dedupdeploy/dedup"
 	"github.com/dedupdeploy/dedupdeploy/deployer"
 	"github.com/dedupdeploy/dedupdeploy/poller"
@@ -38,6 +47,7 @@ type config struct {
 	poll       time.Duration // poll interval
 	deployTime time.Duration // how long the deploy script takes
 	timeout    time.Duration // give up after
+	state      string        // directory of the repository and the live record; "" for a new temporary one
 }
 
 func main() {
@@ -47,6 +57,7 @@ func main() {
 	flag.DurationVar(&cfg.poll, "poll", 100*time.Millisecond, "poll interval of the git source")
 	flag.DurationVar(&cfg.deployTime, "deploy-time", 700*time.Millisecond, "how long one deploy takes")
 	flag.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "give up after this long")
+	flag.StringVar(&cfg.state, "state", filepath.Join(os.TempDir(), "dedup-gitops"), "directory of the repository and the live record, kept between runs")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	sum, err := run(context.Background(), cfg, logger)
@@ -58,13 +69,19 @@ func main() {
 }
 
 type summary struct {
-	commits []string // in the order they landed
+	commits []string // in the order they landed; on a second run, the first is the one live at the start
 	deploys []string // revisions the script deployed, in order
 	live    string
+	resumed string // the revision the live record held at the start
 }
 
 func (s summary) print(w io.Writer) {
-	fmt.Fprintf(w, "\n%d commits landed, %d deploys ran: %s\n", len(s.commits), len(s.deploys), short(s.deploys))
+	landed := len(s.commits)
+	if s.resumed != "" {
+		landed-- // the first is where the earlier run left off
+		fmt.Fprintf(w, "\n%.7s was live at the start (the live record says so); deployed again: %v", s.resumed, slices.Contains(s.deploys, s.resumed))
+	}
+	fmt.Fprintf(w, "\n%d commits landed, %d deploys ran: %s\n", landed, len(s.deploys), short(s.deploys))
 	last := s.commits[len(s.commits)-1]
 	fmt.Fprintf(w, "newest commit %.7s is live: %v\n", last, s.live == last)
 }
@@ -99,12 +116,22 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) (summary, error) 
 		return summary{}, err
 	}
 	defer os.RemoveAll(dir)
-	repo, script, deployLog := filepath.Join(dir, "repo"), filepath.Join(dir, "deploy.sh"), filepath.Join(dir, "deployed")
+	state := cfg.state
+	if state == "" {
+		state = dir
+	} else if err := os.MkdirAll(state, 0o700); err != nil {
+		return summary{}, err
+	}
+	repo, script, deployLog := filepath.Join(state, "repo"), filepath.Join(dir, "deploy.sh"), filepath.Join(dir, "deployed")
 	if err := os.WriteFile(script, []byte(deployScript), 0o755); err != nil {
 		return summary{}, err
 	}
-	if err := git(ctx, dir, "init", "-q", "-b", "main", repo); err != nil {
-		return summary{}, err
+	_, statErr := os.Stat(filepath.Join(repo, ".git"))
+	resume := statErr == nil
+	if !resume {
+		if err := git(ctx, dir, "init", "-q", "-b", "main", repo); err != nil {
+			return summary{}, err
+		}
 	}
 	var sum summary
 	commit := func(i int) error {
@@ -119,8 +146,28 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) (summary, error) 
 		logger.Info("commit landed", "n", i, "revision", sum.commits[len(sum.commits)-1])
 		return nil
 	}
-	if err := commit(1); err != nil {
+	if resume { // the repository of an earlier run: start from its head
+		out, err := exec.CommandContext(ctx, "git", "-C", repo, "rev-parse", "HEAD").Output()
+		if err != nil {
+			return summary{}, fmt.Errorf("git rev-parse: %w", err)
+		}
+		sum.commits = append(sum.commits, strings.TrimSpace(string(out)))
+	} else if err := commit(1); err != nil {
 		return summary{}, err
+	}
+
+	// The live record survives restarts: a revision it holds is not
+	// deployed again. Close it after the Manager, which saves into it.
+	store, err := boltstore.Open(filepath.Join(state, "live.db"))
+	if err != nil {
+		return summary{}, err
+	}
+	defer store.Close()
+	if rev, ok, err := store.Load(ctx, "app"); err != nil {
+		return summary{}, err
+	} else if ok {
+		sum.resumed = string(rev)
+		logger.Info("live record", "key", "app", "revision", rev)
 	}
 
 	cmd := deployer.Command(script)
@@ -130,8 +177,8 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) (summary, error) 
 	}
 	cmd.Logger = logger
 	live := make(chan string, 1) // the newest revision that went live
-	m, err := dedup.New(cmd, dedup.WithLogger(logger), dedup.WithObserver(func(e dedup.Event) {
-		if e.Kind == dedup.EventSucceeded {
+	m, err := dedup.New(cmd, dedup.WithStore(store), dedup.WithLogger(logger), dedup.WithObserver(func(e dedup.Event) {
+		if e.Kind == dedup.EventSucceeded || e.Kind == dedup.EventUnchanged {
 			select {
 			case <-live: // drop an older one nobody read
 			default:
@@ -182,7 +229,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) (summary, error) 
 		return summary{}, err
 	}
 	data, err := os.ReadFile(deployLog)
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrNotExist) { // no deploy ran
 		return summary{}, err
 	}
 	sum.deploys = strings.Fields(string(data))
