@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -79,6 +80,8 @@ type Store struct {
 	// so that after Close returns no operation touches db.
 	mu     sync.RWMutex
 	closed bool
+
+	updating atomic.Int32 // Saves and Deletes in progress
 }
 
 var _ dedup.Store = (*Store)(nil)
@@ -373,16 +376,16 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return s.update(ctx, "delete", key, func(b *bbolt.Bucket) error { return b.Delete([]byte(key)) })
 }
 
-// update runs change in a shared commit. bbolt's Batch may call the function
-// more than once (a failing function is taken out of the batch and re-run
-// alone), so it only puts or deletes, which is idempotent, and checks ctx
-// each time: a ctx that ended while the Save waited for its batch fails the
-// function, which bbolt then re-runs alone, where it fails again, so the
-// Save writes nothing and returns ctx.Err().
+// update runs change in a commit of its own if no other update is in
+// progress, so that a lone Save does not wait for a batch that nobody else
+// joins, and else in a commit shared by bbolt's Batch.
+//
+// Batch may call the function more than once (a failing function is taken
+// out of the batch and re-run alone), so it only puts or deletes, which is
+// idempotent, and checks ctx each time: a ctx that ended while the Save
+// waited for its batch fails the function, which bbolt then re-runs alone,
+// where it fails again, so the Save writes nothing and returns ctx.Err().
 func (s *Store) update(ctx context.Context, op, key string, change func(*bbolt.Bucket) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -391,7 +394,12 @@ func (s *Store) update(ctx context.Context, op, key string, change func(*bbolt.B
 	if s.readOnly {
 		return fmt.Errorf("boltstore: %s %q in %s: %w", op, key, s.path, ErrReadOnly)
 	}
-	err := s.db.Batch(func(tx *bbolt.Tx) (err error) {
+	alone := s.updating.Add(1) == 1
+	defer s.updating.Add(-1)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fn := func(tx *bbolt.Tx) (err error) {
 		defer guard(&err)()
 		if err := ctx.Err(); err != nil {
 			return err
@@ -401,7 +409,13 @@ func (s *Store) update(ctx context.Context, op, key string, change func(*bbolt.B
 			return err
 		}
 		return change(b)
-	})
+	}
+	var err error
+	if alone {
+		err = s.db.Update(fn)
+	} else {
+		err = s.db.Batch(fn)
+	}
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
 			return err

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,36 +152,65 @@ func TestContext(t *testing.T) {
 	requireLoad(t, s, "web", "", false)
 }
 
-// endsLater is a context that is live at its first n checks and canceled
-// after: it ends while Save waits for its batch, at no particular time.
-type endsLater struct {
+// scripted is a context whose Err answers what its function says for the
+// n-th call (from 1). Save calls Err once when it has counted itself among
+// the Saves in progress, and once each time its commit function runs.
+type scripted struct {
 	context.Context
-	mu sync.Mutex
-	n  int
+	calls atomic.Int32
+	err   func(n int32) error
 }
 
-func (c *endsLater) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.n > 0 {
-		c.n--
-		return nil
-	}
-	return context.Canceled
-}
+func (c *scripted) Err() error { return c.err(c.calls.Add(1)) }
 
 // A ctx that ends while its Save waits in a batch makes that Save write
 // nothing and return ctx.Err(); the other Saves of the batch are written.
 func TestContextEndsInBatch(t *testing.T) {
 	ctx := testContext(t)
-	// The batch runs when its second Save arrives, never by its timer.
-	s := open(t, boltstore.WithBatch(time.Hour, 2))
-	ending := &endsLater{Context: ctx, n: 1}
-	errs := make(chan error, 2)
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, &bbolt.Options{Timeout: time.Second})
+	require.NoError(t, err)
+	defer db.Close()
+	// A batch runs when its second Save arrives, never by its timer.
+	db.MaxBatchDelay, db.MaxBatchSize = time.Hour, 2
+	s, err := boltstore.New(db, "deploys")
+	require.NoError(t, err)
+	defer s.Close()
+
+	// The first Save commits alone and is held inside its commit, so that
+	// the next two go through bbolt's Batch, together.
+	inCommit, release := make(chan struct{}), make(chan struct{})
+	first := &scripted{Context: ctx, err: func(n int32) error {
+		if n == 2 {
+			close(inCommit)
+			<-release
+		}
+		return nil
+	}}
+	counted := make(chan struct{}, 2)
+	ending := &scripted{Context: ctx, err: func(n int32) error {
+		if n == 1 {
+			counted <- struct{}{}
+			return nil
+		}
+		return context.Canceled // ended while it waited for its batch
+	}}
+	live := &scripted{Context: ctx, err: func(n int32) error {
+		if n == 1 {
+			counted <- struct{}{}
+		}
+		return nil
+	}}
+	errs := make(chan error, 3)
+	go func() { errs <- s.Save(first, "first", "v1") }()
+	<-inCommit
 	go func() { errs <- s.Save(ending, "web", "v1") }()
-	go func() { errs <- s.Save(ctx, "api", "a1") }()
+	go func() { errs <- s.Save(live, "api", "a1") }()
+	<-counted
+	<-counted
+	close(release)
+
 	var canceled, ok int
-	for range 2 {
+	for range 3 {
 		switch err := <-errs; {
 		case err == nil:
 			ok++
@@ -191,9 +221,11 @@ func TestContextEndsInBatch(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, canceled, "Saves that returned context.Canceled")
-	require.Equal(t, 1, ok, "Saves that succeeded")
+	require.Equal(t, 2, ok, "Saves that succeeded")
 	requireLoad(t, s, "web", "", false)
 	requireLoad(t, s, "api", "a1", true)
+	requireLoad(t, s, "first", "v1", true)
+	require.GreaterOrEqual(t, ending.calls.Load(), int32(3), "calls of the ending Save's Err: counted, in the batch, alone")
 }
 
 // Many keys saved at once share commits and all of them land.
