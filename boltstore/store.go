@@ -172,7 +172,9 @@ func Open(path string, opts ...Option) (*Store, error) {
 		batchSize:   DefaultMaxBatchSize,
 	}
 	for _, o := range opts {
-		o(&cfg)
+		if o != nil {
+			o(&cfg)
+		}
 	}
 	if cfg.err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, cfg.err)
@@ -245,7 +247,8 @@ func guard(err *error) func() {
 // writable and the bucket is missing. Saves use db.Batch with the
 // MaxBatchDelay and MaxBatchSize the caller set on db (bbolt's defaults
 // are 10ms and 1000). The bucket must not hold anything but this Store's
-// records.
+// records. Like Open, New reads the bucket's pages once, so that a damaged
+// file is its error (wrapping ErrCorrupt) rather than a later Save's.
 //
 // Close does not close db: the caller closes it after closing the Store.
 func New(db *bbolt.DB, bucket string) (*Store, error) {
@@ -279,8 +282,9 @@ func newStore(db *bbolt.DB, bucket string, readOnly bool) (*Store, error) {
 
 // verify reads every page of the bucket once, so that a damaged file is an
 // error of Open or New rather than of a later Save, whose commit may run in
-// a goroutine of bbolt's where nothing can catch a panic. Records are decoded by Load only: one unreadable record
-// does not make the others unreachable.
+// a goroutine of bbolt's where nothing can catch a panic. Records are
+// decoded by Load only: one unreadable record does not make the others
+// unreachable.
 func (s *Store) verify(tx *bbolt.Tx) (err error) {
 	defer guard(&err)()
 	b := tx.Bucket(s.bucket)
