@@ -77,6 +77,7 @@ func (p *proc) drain() []string {
 // file, the file passes bbolt's consistency check, and it opens for the
 // next child.
 func TestKill9(t *testing.T) {
+	t.Parallel()
 	ctx := testContext(t)
 	path := filepath.Join(t.TempDir(), "state.db")
 	s, err := boltstore.Open(path) // so that a kill before the first child opens it finds a file
@@ -167,8 +168,10 @@ func checkFile(t *testing.T, path string) {
 
 // Processes racing for one file: one wins, the other gets ErrLocked within
 // the lock timeout, never a hang, also while the winner is stopped
-// (SIGSTOP); once the winner is killed, the file is free at once.
+// (SIGSTOP); once the winner is killed, the file is free at once. Readers
+// (ReadOnly) share the file with each other but not with a writer.
 func TestTwoProcesses(t *testing.T) {
+	t.Parallel()
 	ctx := testContext(t)
 	path := filepath.Join(t.TempDir(), "state.db")
 	const timeout = 300 * time.Millisecond
@@ -213,7 +216,25 @@ func TestTwoProcesses(t *testing.T) {
 	_ = winner.cmd.Wait()
 	d := holder()
 	require.Equal(t, "open", d.line(ctx, t), "a process after the holder was killed")
+
+	// Read-only processes share the file with each other, not with a
+	// writer.
+	reader := func() *proc {
+		return startChild(t, "holder", "BOLTSTORE_PATH="+path, "BOLTSTORE_TIMEOUT="+timeout.String(), "BOLTSTORE_READONLY=1")
+	}
+	r := reader()
+	locked(r, "a reader beside a writer", r.line(ctx, t))
 	require.NoError(t, d.stdin.Close())
 	d.drain()
 	require.NoError(t, d.cmd.Wait(), "the holder closes the file and exits")
+	r1, r2 := reader(), reader()
+	require.Equal(t, "open", r1.line(ctx, t), "a reader")
+	require.Equal(t, "open", r2.line(ctx, t), "a second reader beside the first")
+	w := holder()
+	locked(w, "a writer beside readers", w.line(ctx, t))
+	for _, r := range []*proc{r1, r2} {
+		require.NoError(t, r.stdin.Close())
+		r.drain()
+		require.NoError(t, r.cmd.Wait(), "a reader closes the file and exits")
+	}
 }
