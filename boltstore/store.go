@@ -142,10 +142,14 @@ func ReadOnly() Option { return func(c *config) { c.readOnly = true } }
 // Saves that arrive while a commit is being written gather in the next
 // batch anyway, so the delay only needs to be about one commit long. With
 // 16 and 256 savers saving in a loop (medians of 6 runs of go test -run
-// '^$' -bench BatchDelay -count=6 ./boltstore/), 1ms and 2ms
-// shared the most: 16 and 160-230 saves per commit; 0 shares nothing (one
-// commit per Save: 20-100 times slower), and 5ms or 10ms only add waiting,
-// since savers that wait for their own Save cannot fill a batch of 1000.
+// '^$' -bench BatchDelay -count=6 ./boltstore/ on a noisy 2-vCPU VM), 1ms
+// and 2ms were within noise of each other (16 saves per commit with 16
+// savers; 190 and 250 with 256 savers, at 26µs and 22µs per save); 1ms is
+// the default as the shorter wait for a Save that overlaps only a few
+// others. 0 shares nothing (one commit per Save: 50 to 450 times slower),
+// 500µs is too short to gather 256 savers (82 per commit, 8 times slower
+// than 1ms), and 5ms or 10ms only add waiting, since savers that wait for
+// their own Save cannot fill a batch of 1000.
 // delay must not be negative and size must be positive.
 func WithBatch(delay time.Duration, size int) Option {
 	return func(c *config) {
