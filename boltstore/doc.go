@@ -1,8 +1,9 @@
 // Package boltstore is a durable dedup.Store in a bbolt database file, so
 // that a service that restarts does not deploy again what is live. A Save
-// that returned is on disk and survives kill -9 or a power cut; concurrent
-// Saves share commits; a second process that opens the file gets ErrLocked
-// within a bounded time instead of hanging.
+// that returned is on disk and survives kill -9 (and a power cut, on storage
+// that honours fsync); concurrent Saves share commits; a second process
+// that opens the file gets ErrLocked within a bounded time instead of
+// hanging.
 //
 //	store, err := boltstore.Open("/var/lib/myservice/dedup.db")
 //	if err != nil {
