@@ -29,5 +29,8 @@ go test -race -count=1 "$@" ./...
 # The comparison benchmarks live in a module of their own (it pulls
 # client-go): check that they build and run once.
 (cd internal/bench && go vet ./... && go test -run '^$' -bench . -benchtime=1x ./...)
-# promdedup is a module of its own (it pulls client_golang).
-(cd promdedup && go vet ./... && go test -race -count=1 ./...)
+# promdedup, and examples/webhook which serves its /metrics, are modules of
+# their own (they pull client_golang).
+for mod in promdedup examples/webhook; do
+	(cd "$mod" && go vet ./... && go test -race -count=1 "$@" ./...)
+done

@@ -9,10 +9,17 @@
 //	POST /hooks/github   GitHub's push and ping events, X-Hub-Signature-256
 //	                     202 polled, 200 ping or duplicate, 401 bad signature,
 //	                     202 with a reason for other events or repositories
+//	GET  /status/        every key's live, running and pending revision,
+//	                     last error and deploy-time baseline: an HTML table
+//	                     in a browser, JSON for curl; /status/{key} one key
+//	GET  /metrics        Prometheus metrics (promdedup)
 //
-// Run it from the module root against any git remote (a local path works):
+// It is a module of its own, as it uses promdedup and client_golang, which
+// the library's module does not pull. Run it from its directory against
+// any git remote (a local path works):
 //
-//	WEBHOOK_SECRET=s3cr3t go run ./examples/webhook \
+//	cd examples/webhook
+//	WEBHOOK_SECRET=s3cr3t go run . \
 //	    -remote https://github.com/acme/web.git -repo acme/web -ref main
 //
 // and point a GitHub webhook (content type application/json, the same
@@ -37,8 +44,11 @@ import (
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
 	"github.com/dedupdeploy/dedupdeploy/poller"
+	"github.com/dedupdeploy/dedupdeploy/promdedup"
 	"github.com/dedupdeploy/dedupdeploy/statuspage"
 	"github.com/dedupdeploy/dedupdeploy/webhook"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 type config struct {
@@ -103,12 +113,15 @@ func simulatedDeploy(d time.Duration, log *slog.Logger) dedup.DeployFunc {
 	}
 }
 
-// newMux returns the server's routes: the hook, and a read-only status
-// page of m (HTML for a browser, JSON for scripts).
-func newMux(hook http.Handler, m *dedup.Manager) *http.ServeMux {
+// newMux returns the server's routes: the hook, a read-only status page of
+// m (HTML for a browser, JSON for scripts), and the metrics.
+func newMux(hook http.Handler, m *dedup.Manager, metrics *promdedup.Metrics) *http.ServeMux {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics)
 	mux := http.NewServeMux()
 	mux.Handle("POST /hooks/github", hook)
 	mux.Handle("GET /status/", statuspage.Handler("/status/", m))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux
 }
 
@@ -117,12 +130,14 @@ func newMux(hook http.Handler, m *dedup.Manager) *http.ServeMux {
 // flight), stops the poller, and closes the Manager, which lets a running
 // deploy finish until grace ends and cancels it then.
 func run(ctx context.Context, ln net.Listener, cfg config, d dedup.Deployer, log *slog.Logger) error {
-	m, err := dedup.New(d, dedup.WithLogger(log))
+	metrics := promdedup.New()
+	m, err := dedup.New(d, dedup.WithLogger(log), dedup.WithObserver(metrics.Observe), dedup.WithSlowDeploy(2, time.Minute))
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	p := poller.New(m, poller.WithLogger(log))
+	metrics.SetSource(m)
+	p := poller.New(m, poller.WithLogger(log), poller.WithObserver(metrics.ObservePoll))
 	hook, err := webhook.New(webhook.GitHub(cfg.secret), webhook.Routes{{Repository: cfg.repo, Ref: cfg.ref}: {cfg.key}}, p,
 		webhook.WithLogger(log))
 	if err == nil {
@@ -133,7 +148,7 @@ func run(ctx context.Context, ln net.Listener, cfg config, d dedup.Deployer, log
 		return errors.Join(err, m.Close(context.Background()))
 	}
 	srv := &http.Server{
-		Handler:           newMux(hook, m),
+		Handler:           newMux(hook, m, metrics),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
 	"github.com/dedupdeploy/dedupdeploy/dedup/deduptest"
+	"github.com/dedupdeploy/dedupdeploy/promdedup"
 )
 
 func TestMain(m *testing.M) {
@@ -198,18 +199,22 @@ func TestSimulatedDeploy(t *testing.T) {
 	assert.NoError(t, simulatedDeploy(0, newTestLogger(t))(context.Background(), "web", "v1"))
 }
 
-// The server shows a read-only status page of its Manager: JSON for
-// scripts, an HTML table for people.
-func TestStatusPage(t *testing.T) {
-	m, err := dedup.New(dedup.DeployFunc(func(context.Context, string, dedup.Revision) error { return nil }))
+// The server shows a read-only status page of its Manager (JSON for
+// scripts, an HTML table for people) and its metrics.
+func TestStatusPageAndMetrics(t *testing.T) {
+	metrics := promdedup.New()
+	m, err := dedup.New(dedup.DeployFunc(func(context.Context, string, dedup.Revision) error { return nil }),
+		dedup.WithObserver(metrics.Observe))
 	require.NoError(t, err)
 	defer m.Close(ctxT(t))
+	metrics.SetSource(m)
 	_, err = m.Deploy(ctxT(t), "web", "4f2a9c1")
 	require.NoError(t, err)
-	srv := httptest.NewServer(newMux(http.NotFoundHandler(), m))
+	srv := httptest.NewServer(newMux(http.NotFoundHandler(), m, metrics))
 	defer srv.Close()
 	assert.Contains(t, get(t, srv.URL+"/status/web?format=json"), `"live": "4f2a9c1"`)
 	assert.Contains(t, get(t, srv.URL+"/status/?format=html"), "4f2a9c1")
+	assert.Contains(t, get(t, srv.URL+"/metrics"), `dedupdeploy_runs_total{outcome="deployed"} 1`)
 }
 
 // get returns the body of a GET of url.
