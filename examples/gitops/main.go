@@ -16,6 +16,17 @@
 //	go run ./examples/gitops -commits 12 -every 100ms -deploy-time 1s
 //
 // It needs git, sh and tar, and finishes by itself in a few seconds.
+//
+// The repository, the poller's cache of fetched trees, the deployed stacks
+// and the live record (a boltstore file, live.db, written through
+// dedup.WithStore) are kept in the -state directory, by default
+// dedup-gitops in the system's temporary directory (/tmp/dedup-gitops on
+// Linux). Run it twice: the second run finds each stack's tree live in the
+// live record, polls it, and deploys it no more; it lands new commits only
+// to stacks/web, so web deploys its new trees and api deploys nothing. The
+// summary of each stack says which tree was live at the start and whether
+// it was deployed again. Delete the directory to start afresh; -state ""
+// uses a new temporary directory and removes it at the end.
 package main
 
 import (
@@ -28,10 +39,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/dedupdeploy/dedupdeploy/boltstore"
 	"github.com/dedupdeploy/dedupdeploy/dedup"
 	"github.com/dedupdeploy/dedupdeploy/deployer"
 	"github.com/dedupdeploy/dedupdeploy/poller"
@@ -43,6 +57,7 @@ type config struct {
 	poll       time.Duration // poll interval of the git sources
 	deployTime time.Duration // how long the deploy script takes
 	timeout    time.Duration // give up after
+	state      string        // directory kept between runs; "" for a new temporary one
 }
 
 func main() {
@@ -52,6 +67,8 @@ func main() {
 	flag.DurationVar(&cfg.poll, "poll", 100*time.Millisecond, "poll interval of the git sources")
 	flag.DurationVar(&cfg.deployTime, "deploy-time", 700*time.Millisecond, "how long one deploy takes")
 	flag.DurationVar(&cfg.timeout, "timeout", 60*time.Second, "give up after this long")
+	flag.StringVar(&cfg.state, "state", filepath.Join(os.TempDir(), "dedup-gitops"),
+		"directory of the repository, the cache, the deployed stacks and the live record, kept between runs (\"\": a new temporary one)")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sum, err := run(context.Background(), cfg, logger)
@@ -67,7 +84,8 @@ var stacks = []string{"web", "api"}
 
 // stackSummary is what happened to one stack.
 type stackSummary struct {
-	commits []string // trees of the stack's directory, in the order they landed
+	resumed string   // the tree the live record held at the start; "" if none
+	commits []string // trees of the stack's directory, in the order they landed; on a resumed run the first is the one at the head at the start
 	deploys []string // trees the script deployed, in order
 	live    string   // the tree live at the end
 	content string   // what the last deploy unpacked: stacks/<key>/version
@@ -80,8 +98,18 @@ func (s summary) print(w io.Writer) {
 	for _, key := range stacks {
 		st := s[key]
 		newest := st.commits[len(st.commits)-1]
-		fmt.Fprintf(w, "%s: %d revisions, %d deploys: %s; newest %.7s live: %v (%s)\n",
-			key, len(st.commits), len(st.deploys), short(st.deploys), newest, st.live == newest, st.content)
+		revisions := fmt.Sprintf("%d revisions", len(st.commits))
+		if st.resumed != "" {
+			fmt.Fprintf(w, "%s: %.7s live at the start (live.db), deployed again: %v\n",
+				key, st.resumed, slices.Contains(st.deploys, st.resumed))
+			revisions = fmt.Sprintf("%d new revisions", len(st.commits)-1)
+		}
+		deploys := fmt.Sprintf("%d deploys", len(st.deploys))
+		if len(st.deploys) > 0 {
+			deploys += ": " + short(st.deploys)
+		}
+		fmt.Fprintf(w, "%s: %s, %s; newest %.7s live: %v (%s)\n",
+			key, revisions, deploys, newest, st.live == newest, st.content)
 	}
 }
 
@@ -116,22 +144,51 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) (summary, error) 
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 
+	// What one run needs (the script, the log of its deploys) is in a
+	// temporary directory; what outlives it is in the state directory.
 	dir, err := os.MkdirTemp("", "dedup-gitops-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	repo, cache, script := filepath.Join(dir, "repo"), filepath.Join(dir, "cache"), filepath.Join(dir, "deploy.sh")
-	deployRoot, deployLog := filepath.Join(dir, "deployed"), filepath.Join(dir, "deploy.log")
+	state := cfg.state
+	if state == "" {
+		state = dir
+	} else if err := os.MkdirAll(state, 0o700); err != nil {
+		return nil, err
+	}
+	// The live record first: a second process on the same state gets
+	// boltstore.ErrLocked before it touches the repository. It is closed
+	// after the Manager, which saves into it.
+	store, err := boltstore.Open(filepath.Join(state, "live.db"))
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+
+	repo, cache, deployRoot := filepath.Join(state, "repo"), filepath.Join(state, "cache"), filepath.Join(state, "deployed")
+	script, deployLog := filepath.Join(dir, "deploy.sh"), filepath.Join(dir, "deploy.log")
 	if err := os.WriteFile(script, []byte(deployScript), 0o755); err != nil {
 		return nil, err
 	}
-	if err := git(ctx, dir, "init", "-q", "-b", "main", repo); err != nil {
-		return nil, err
+	_, statErr := os.Stat(filepath.Join(repo, ".git"))
+	resume := statErr == nil
+	if !resume {
+		if err := git(ctx, dir, "init", "-q", "-b", "main", repo); err != nil {
+			return nil, err
+		}
 	}
 	sum := summary{}
 	for _, key := range stacks {
 		sum[key] = &stackSummary{}
+	}
+	// tree returns the tree of the stack's directory at the head.
+	tree := func(key string) (string, error) {
+		out, err := exec.CommandContext(ctx, "git", "-C", repo, "rev-parse", "--verify", "-q", "HEAD:stacks/"+key).Output()
+		if err != nil {
+			return "", fmt.Errorf("git rev-parse HEAD:stacks/%s in %s: %w", key, repo, err)
+		}
+		return strings.TrimSpace(string(out)), nil
 	}
 	// commit writes version n into the listed stacks and commits.
 	commit := func(n int, keys ...string) error {
@@ -151,18 +208,48 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) (summary, error) 
 			return err
 		}
 		for _, key := range keys {
-			out, err := exec.CommandContext(ctx, "git", "-C", repo, "rev-parse", "HEAD:stacks/"+key).Output()
+			t, err := tree(key)
 			if err != nil {
-				return fmt.Errorf("git rev-parse: %w", err)
+				return err
 			}
 			st := sum[key]
-			st.commits = append(st.commits, strings.TrimSpace(string(out)))
-			logger.Info("commit landed", "stack", key, "version", n, "tree", st.commits[len(st.commits)-1])
+			st.commits = append(st.commits, t)
+			logger.Info("commit landed", "stack", key, "version", n, "tree", t)
 		}
 		return nil
 	}
-	if err := commit(1, stacks...); err != nil {
+	// A first run commits version 1 of both stacks, versions 2 to commits
+	// of web, then version commits+1 of api. A resumed run starts from the
+	// trees at the head of the earlier runs' repository and numbers its
+	// commits on from theirs.
+	first := 1
+	if resume {
+		out, err := exec.CommandContext(ctx, "git", "-C", repo, "rev-list", "--count", "HEAD").Output()
+		if err != nil {
+			return nil, fmt.Errorf("git rev-list in %s: %w", repo, err)
+		}
+		if first, err = strconv.Atoi(strings.TrimSpace(string(out))); err != nil {
+			return nil, fmt.Errorf("git rev-list in %s: %w", repo, err)
+		}
+		for _, key := range stacks {
+			t, err := tree(key)
+			if err != nil {
+				return nil, fmt.Errorf("%w (not a repository of this example? delete %s to start afresh)", err, state)
+			}
+			sum[key].commits = append(sum[key].commits, t)
+		}
+	} else if err := commit(first, stacks...); err != nil {
 		return nil, err
+	}
+	for _, key := range stacks {
+		rev, ok, err := store.Load(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			sum[key].resumed = string(rev)
+			logger.Info("live record", "stack", key, "tree", rev)
+		}
 	}
 
 	cmd := deployer.Command(script)
@@ -176,8 +263,10 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) (summary, error) 
 	var mu sync.Mutex
 	live := map[string]string{}
 	changed := make(chan struct{}, 1)
-	m, err := dedup.New(cmd, dedup.WithLogger(logger), dedup.WithObserver(func(e dedup.Event) {
-		if e.Kind == dedup.EventSucceeded {
+	// A tree is live when its deploy succeeded, or when a trigger found
+	// it live already: in a resumed run, the live record says so.
+	m, err := dedup.New(cmd, dedup.WithStore(store), dedup.WithLogger(logger), dedup.WithObserver(func(e dedup.Event) {
+		if e.Kind == dedup.EventSucceeded || e.Kind == dedup.EventUnchanged {
 			mu.Lock()
 			live[e.Key] = string(e.Revision)
 			mu.Unlock()
@@ -211,18 +300,27 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) (summary, error) 
 	})
 	defer stop()
 
-	for i := 2; i <= cfg.commits; i++ {
+	// A first run lands commits-1 more commits to web, then one to api; a
+	// resumed run lands commits to web only, so api's live tree stays the
+	// head's.
+	webCommits := cfg.commits - 1
+	if resume {
+		webCommits = cfg.commits
+	}
+	for i := 1; i <= webCommits; i++ {
 		select {
 		case <-time.After(cfg.every):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		if err := commit(i, "web"); err != nil {
+		if err := commit(first+i, "web"); err != nil {
 			return nil, err
 		}
 	}
-	if err := commit(cfg.commits+1, "api"); err != nil {
-		return nil, err
+	if !resume {
+		if err := commit(first+webCommits+1, "api"); err != nil {
+			return nil, err
+		}
 	}
 	// Wait until each stack's newest tree is live.
 	for {
@@ -250,7 +348,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) (summary, error) 
 		return nil, err
 	}
 	data, err := os.ReadFile(deployLog)
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrNotExist) { // no deploy ran
 		return nil, err
 	}
 	for line := range strings.Lines(string(data)) {
