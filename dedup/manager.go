@@ -254,9 +254,15 @@ func (m *Manager) intern(p Policy) *Policy {
 		return q
 	}
 	q := &p
-	m.policies[p] = q
+	if len(m.policies) < maxInterned {
+		// Beyond this many distinct policies (say, a timeout computed
+		// per key), keys keep their own copy, which Forget frees.
+		m.policies[p] = q
+	}
 	return q
 }
+
+const maxInterned = 256
 
 // Forget drops what the Manager holds of key, if nothing of it runs or
 // waits: an idle key costs a few hundred bytes, and a service whose keys
@@ -582,8 +588,22 @@ func (m *Manager) loadStore(key string) (rev Revision, ok bool, err error) {
 
 func (m *Manager) saveStore(key string, rev Revision) (err error) {
 	defer recoverInto(&err)
-	return m.store.Save(m.base, key, rev)
+	ctx := m.base
+	if ctx.Err() != nil {
+		// Close's context ended, but the deploy succeeded all the same:
+		// it must be recorded, or a restart deploys it again. The Save
+		// gets a bounded time of its own.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), SaveAfterCloseTimeout)
+		defer cancel()
+	}
+	return m.store.Save(ctx, key, rev)
 }
+
+// SaveAfterCloseTimeout bounds the Store's Save of a deploy that succeeded
+// after Close's context ended and canceled it: the deploy happened, so it
+// is saved, within this time. Close waits for it.
+const SaveAfterCloseTimeout = 10 * time.Second
 
 // loaded records what the Store said of ks before its first deploy. It
 // reports whether r was settled without a deploy. It is called with the

@@ -3,6 +3,7 @@ package statuspage
 import (
 	"embed"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -202,9 +203,9 @@ func (p *page) row(k dedup.Status, now time.Time) row {
 	var errText string
 	switch {
 	case k.LastErr != nil:
-		errText = k.LastErr.Error()
+		errText = fmt.Sprint(k.LastErr) // fmt survives an Error method that panics
 	case k.StoreErr != nil:
-		errText = "store: " + k.StoreErr.Error()
+		errText = "store: " + fmt.Sprint(k.StoreErr)
 	}
 	r.ErrLine, _, _ = strings.Cut(errText, "\n")
 	if len(r.ErrLine) > 200 {
