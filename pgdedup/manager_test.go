@@ -20,12 +20,13 @@ type gated struct {
 }
 
 type call struct {
-	key    string
-	rev    dedup.Revision
-	fence  int64
-	ctx    context.Context
-	finish chan error
-	ret    chan struct{}
+	key     string
+	rev     dedup.Revision
+	fence   int64
+	ctx     context.Context
+	finish  chan error
+	ret     chan struct{}
+	replica int
 }
 
 func newGated() *gated { return &gated{started: make(chan *call, 1000)} }

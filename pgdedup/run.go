@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
@@ -37,9 +38,10 @@ type claim struct {
 
 // attempt is a running attempt of this replica.
 type attempt struct {
-	fence  int64
-	poke   chan struct{} // renew now: a notification said it may be canceled
-	cancel context.CancelCauseFunc
+	fence     int64
+	abandoned atomic.Bool   // tests: stop renewing, as a replica that hangs
+	poke      chan struct{} // renew now: a notification said it may be canceled
+	cancel    context.CancelCauseFunc
 }
 
 // execute runs the attempt c and, while the key's next run is due at once,
@@ -86,7 +88,9 @@ func (m *Manager) runAttempt(c claim) *claim {
 	}
 	m.mu.Unlock()
 	lost := errors.Is(context.Cause(ctx), ErrLeaseLost)
-	closing := m.base.Err() != nil && err != nil
+	// An attempt that failed because Close or the lease took its context
+	// away did not fail on its own: its key is handed back, to run again.
+	interrupted := err != nil && (m.base.Err() != nil || lost)
 	dur := time.Since(start)
 
 	// Record the end. The database may be unreachable for a while: keep
@@ -100,7 +104,7 @@ func (m *Manager) runAttempt(c claim) *claim {
 			if !r.s.Running.Active() || r.fence != c.fence || r.owner != m.id {
 				return fmt.Errorf("%w: %q attempt %d with fence %d; the key is at fence %d", ErrFenced, c.key, c.attempt, c.fence, r.fence)
 			}
-			if closing {
+			if interrupted {
 				m.interrupt(r, pol)
 				return nil
 			}
@@ -145,7 +149,12 @@ func (m *Manager) callDeploy(ctx context.Context, key string, rev dedup.Revision
 func (m *Manager) renew(c claim, a *attempt, done <-chan struct{}, renewed chan<- struct{}) {
 	defer close(renewed)
 	ttl := m.cfg.lease
-	deadline := c.sent.Add(ttl)
+	// The lease ends ttl after the server handled the claim or renewal;
+	// this replica counts from before it sent it, less a margin for clock
+	// rate and timer delays, so its attempt is canceled before any other
+	// replica may take the key over.
+	margin := ttl / 10
+	deadline := c.sent.Add(ttl - margin)
 	tick := time.NewTicker(ttl / 3)
 	defer tick.Stop()
 	expire := time.NewTimer(time.Until(deadline))
@@ -161,6 +170,9 @@ func (m *Manager) renew(c claim, a *attempt, done <-chan struct{}, renewed chan<
 		case <-tick.C:
 		case <-a.poke:
 		}
+		if a.abandoned.Load() {
+			continue
+		}
 		sent := time.Now()
 		bound := sent.Add(ttl / 3)
 		if deadline.Before(bound) {
@@ -172,7 +184,7 @@ func (m *Manager) renew(c claim, a *attempt, done <-chan struct{}, renewed chan<
 		cancel()
 		switch {
 		case err == nil:
-			deadline = sent.Add(ttl)
+			deadline = sent.Add(ttl - margin)
 			expire.Reset(time.Until(deadline))
 			if canceled {
 				a.cancel(errCanceledNewer)

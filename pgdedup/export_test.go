@@ -1,0 +1,16 @@
+package pgdedup
+
+// Abandon makes the attempt of key running on m stop renewing its lease,
+// as if its replica hung: the attempt is canceled when the lease runs out
+// and another replica (or m) runs the key again with a higher fence. It
+// reports whether an attempt of key runs on m.
+func Abandon(m *Manager, key string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.attempts[key]
+	if a == nil {
+		return false
+	}
+	a.abandoned.Store(true)
+	return true
+}
