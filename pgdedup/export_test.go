@@ -1,8 +1,9 @@
 package pgdedup
 
-// Abandon makes the attempt of key running on m stop renewing its lease,
-// as if its replica hung: the attempt is canceled when the lease runs out
-// and another replica (or m) runs the key again with a higher fence. It
+// Abandon makes the attempt of key running on m stop renewing its lease
+// and never record its end, as if its replica had died: the attempt is
+// canceled when the lease runs out, and a replica that finds the lease
+// expired runs the key again with a higher fence. It
 // reports whether an attempt of key runs on m.
 func Abandon(m *Manager, key string) bool {
 	m.mu.Lock()
