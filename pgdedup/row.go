@@ -9,6 +9,7 @@ import (
 	"github.com/dedupdeploy/dedupdeploy/dedup"
 	"github.com/dedupdeploy/dedupdeploy/internal/keyrules"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // row is a key's row, read under its lock, and what a transaction on it
@@ -148,9 +149,22 @@ func (m *Manager) inKey(ctx context.Context, key string, try bool, f func(r *row
 	if err != nil {
 		return nil, err
 	}
+	// A connection that broke (the server restarted, say) fails the
+	// transaction before its COMMIT is sent, so it did not commit: try
+	// again on another connection, as the pool drops broken ones.
+	for tries := 1; ; tries++ {
+		r, committing, err := m.inKeyOnce(ctx, key, try, pol, f)
+		var pgErr *pgconn.PgError
+		if err == nil || committing || tries == 5 || ctx.Err() != nil || errors.As(err, &pgErr) || errors.Is(err, ErrFenced) || errors.Is(err, dedup.ErrInvalid) {
+			return r, err
+		}
+	}
+}
+
+func (m *Manager) inKeyOnce(ctx context.Context, key string, try bool, pol *policy, f func(r *row, pol *policy) error) (_ *row, committing bool, _ error) {
 	tx, err := m.pool.Begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("pgdedup: %q: begin: %w", key, err)
+		return nil, false, fmt.Errorf("pgdedup: %q: begin: %w", key, err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	r, found, err := m.lock(ctx, tx, key, try)
@@ -160,25 +174,25 @@ func (m *Manager) inKey(ctx context.Context, key string, try bool, f func(r *row
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pgdedup: %q: lock: %w", key, err)
+		return nil, false, fmt.Errorf("pgdedup: %q: lock: %w", key, err)
 	}
 	if !found {
 		if try {
-			return nil, nil
+			return nil, false, nil
 		}
-		return nil, fmt.Errorf("pgdedup: %q: row vanished", key)
+		return nil, false, fmt.Errorf("pgdedup: %q: row vanished", key)
 	}
 	if err := f(r, pol); err != nil {
-		return r, err
+		return r, false, err
 	}
 	if err := m.save(ctx, tx, r); err != nil {
-		return nil, fmt.Errorf("pgdedup: %q: save: %w", key, err)
+		return nil, false, fmt.Errorf("pgdedup: %q: save: %w", key, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("pgdedup: %q: commit: %w", key, err)
+		return nil, true, fmt.Errorf("pgdedup: %q: commit: %w", key, err)
 	}
 	m.committed(r)
-	return r, nil
+	return r, false, nil
 }
 
 // committed applies what a committed transaction on r leaves to do.
