@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,8 +54,15 @@ func StartLocal() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	reapStale(bin)
 	dir, err := os.MkdirTemp("", "pgdedup-test-")
 	if err != nil {
+		return nil, err
+	}
+	// The owner file names the process the cluster belongs to, so that a
+	// later run can stop a cluster whose process was killed before Stop.
+	if err := os.WriteFile(filepath.Join(dir, "owner"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	s := &Server{bin: bin, dir: dir}
@@ -214,4 +222,25 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// reapStale stops and removes the throwaway clusters of processes that no
+// longer exist (a test binary killed by a timeout, say).
+func reapStale(bin string) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "pgdedup-test-*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "owner"))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue // its process lives: not ours to stop
+		}
+		s := &Server{bin: bin, dir: dir}
+		if os.Geteuid() == 0 {
+			s.run = []string{"runuser", "-u", "postgres", "--"}
+		}
+		s.Stop()
+	}
 }
