@@ -15,3 +15,6 @@ func Abandon(m *Manager, key string) bool {
 	a.abandoned.Store(true)
 	return true
 }
+
+// Closing reports whether Close has begun on m.
+func Closing(m *Manager) bool { return m.closed.Load() }
