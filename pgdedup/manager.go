@@ -65,8 +65,11 @@ type Manager struct {
 	waiting  map[string]map[*Ticket]struct{} // tickets of this replica, by key
 	attempts map[string]*attempt             // attempts running here, by key
 	settled  map[string]struct{}             // keys whose runs ended elsewhere: check their tickets
-	wakeAtT  time.Time                       // earliest wake-up asked for
-	wake     chan struct{}                   // signals the wake loop
+	// localErrs holds the exact errors of runs this replica settles, from
+	// just before their commit until its own check has run.
+	localErrs map[runKey]error
+	wakeAtT   time.Time     // earliest wake-up asked for
+	wake      chan struct{} // signals the wake loop
 }
 
 // policy is a key's dedup.Policy and its keyrules form.
@@ -111,12 +114,13 @@ func New(ctx context.Context, pool *pgxpool.Pool, d dedup.Deployer, opts ...Opti
 	}
 	m := &Manager{
 		pool: pool, d: d, cfg: cfg, id: cfg.replica,
-		channel:  "dedupdeploy_" + cfg.schema,
-		policies: make(map[dedup.Policy]*policy),
-		waiting:  make(map[string]map[*Ticket]struct{}),
-		attempts: make(map[string]*attempt),
-		settled:  make(map[string]struct{}),
-		wake:     make(chan struct{}, 1),
+		channel:   "dedupdeploy_" + cfg.schema,
+		policies:  make(map[dedup.Policy]*policy),
+		waiting:   make(map[string]map[*Ticket]struct{}),
+		attempts:  make(map[string]*attempt),
+		settled:   make(map[string]struct{}),
+		localErrs: make(map[runKey]error),
+		wake:      make(chan struct{}, 1),
 	}
 	var err error
 	if m.q, err = parseQueries(cfg.schema, m.channel); err != nil {
@@ -448,7 +452,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Unlock()
 	for _, k := range keys {
 		c, cancel := context.WithTimeout(context.Background(), time.Second)
-		m.check(c, k, nil)
+		m.check(c, k)
 		cancel()
 	}
 	m.mu.Lock()

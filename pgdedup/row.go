@@ -70,20 +70,17 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-// lock reads key's row under its lock. With try, a row locked by another
-// transaction is skipped (found false).
-func (m *Manager) lock(ctx context.Context, tx pgx.Tx, key string, try bool) (*row, bool, error) {
-	q := m.q.keyLock
-	if try {
-		q = m.q.keyTryLock
-	}
+// scanRow reads a key's row as KeyLock or KeyTryLock return it. found is
+// false when there is no row (or, with KeyTryLock, another transaction
+// holds it).
+func scanRow(key string, src pgx.Row) (*row, bool, error) {
 	var (
 		live, runRev, pendRev, owner, lastErr                                *string
 		runStarted, pendFirst, pendLast, pendRetry, pendStarted, lastStarted *time.Time
 		lease, lastFinished                                                  *time.Time
 		r                                                                    = &row{key: key}
 	)
-	err := tx.QueryRow(ctx, q, key).Scan(&live, &runRev, &r.s.Running.Force, &r.s.Running.Attempts, &r.s.Running.Canceled, &r.runningRun, &runStarted,
+	err := src.Scan(&live, &runRev, &r.s.Running.Force, &r.s.Running.Attempts, &r.s.Running.Canceled, &r.runningRun, &runStarted,
 		&pendRev, &r.s.Pending.Force, &r.s.Pending.Attempts, &pendFirst, &pendLast, &pendRetry, &r.pendingRun, &pendStarted,
 		&lastStarted, &r.lastRun, &r.fence, &owner, &lease, &r.runs, &r.deployed, &r.failures, &r.superseded, &lastErr, &lastFinished,
 		&r.now)
@@ -101,22 +98,20 @@ func (m *Manager) lock(ctx context.Context, tx pgx.Tx, key string, try bool) (*r
 	return r, true, nil
 }
 
-// save writes r back and sends its notifications and results, inside tx.
-func (m *Manager) save(ctx context.Context, tx pgx.Tx, r *row) error {
+// queueSave queues, on b, the statements that write r back, record the
+// ends of its runs and send its notifications.
+func (m *Manager) queueSave(b *pgx.Batch, r *row) {
 	s := r.s
 	var due any
 	if !s.Running.Active() && s.Pending.Active() && !r.dueAt.IsZero() {
 		due = r.dueAt
 	}
-	_, err := tx.Exec(ctx, m.q.keySave, r.key, strOrNil(s.Live),
+	b.Queue(m.q.keySave, r.key, strOrNil(s.Live),
 		strOrNil(s.Running.Rev), s.Running.Force, s.Running.Attempts, s.Running.Canceled, r.runningRun, tsOrNil(r.runningStarted),
 		strOrNil(s.Pending.Rev), s.Pending.Force, s.Pending.Attempts, tsOrNil(s.Pending.First), tsOrNil(s.Pending.Last), tsOrNil(s.Pending.RetryAt),
 		r.pendingRun, tsOrNil(r.pendingStarted),
 		tsOrNil(s.LastStarted), r.lastRun, r.fence, strOrNil(r.owner), tsOrNil(r.leaseUntil), due,
 		r.runs, r.deployed, r.failures, r.superseded, strOrNil(r.lastErr), tsOrNil(r.lastFinished))
-	if err != nil {
-		return err
-	}
 	for _, res := range r.results {
 		var by, outcome any
 		if res.by != 0 {
@@ -124,19 +119,14 @@ func (m *Manager) save(ctx context.Context, tx pgx.Tx, r *row) error {
 		} else {
 			outcome = int16(res.outcome)
 		}
-		if _, err := tx.Exec(ctx, m.q.resultPut, r.key, res.run, by, strOrNil(res.rev), outcome, strOrNil(res.err), res.attempts, tsOrNil(res.started)); err != nil {
-			return err
-		}
+		b.Queue(m.q.resultPut, r.key, res.run, by, strOrNil(res.rev), outcome, strOrNil(res.err), res.attempts, tsOrNil(res.started))
 	}
 	if len(r.results) > 0 {
 		r.notes = append(r.notes, "s"+r.key)
 	}
 	for _, n := range r.notes {
-		if _, err := tx.Exec(ctx, m.q.notify, m.channel, n); err != nil {
-			return err
-		}
+		b.Queue(m.q.notify, m.channel, n)
 	}
-	return nil
 }
 
 // inKey runs f on key's row inside a transaction that holds the row's
@@ -161,34 +151,82 @@ func (m *Manager) inKey(ctx context.Context, key string, try bool, f func(r *row
 	}
 }
 
+// inKeyOnce is one try of inKey. It takes two round trips: BEGIN and the
+// row lock in one pipeline, then the writes and COMMIT in another (a
+// statement that fails makes the server skip the rest, COMMIT included).
+// committing reports an error from COMMIT itself, whose outcome is unknown.
 func (m *Manager) inKeyOnce(ctx context.Context, key string, try bool, pol *policy, f func(r *row, pol *policy) error) (_ *row, committing bool, _ error) {
-	tx, err := m.pool.Begin(ctx)
+	pc, err := m.pool.Acquire(ctx)
 	if err != nil {
-		return nil, false, fmt.Errorf("pgdedup: %q: begin: %w", key, err)
+		return nil, false, fmt.Errorf("pgdedup: %q: connect: %w", key, err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	r, found, err := m.lock(ctx, tx, key, try)
+	// A connection left inside a transaction is closed by Release, not
+	// reused: rollback is only to keep the connection.
+	defer pc.Release()
+	conn := pc.Conn()
+	rollback := func() {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		conn.Exec(c, "ROLLBACK")
+	}
+	lockQ := m.q.keyLock
+	if try {
+		lockQ = m.q.keyTryLock
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(lockQ, key)
+	br := conn.SendBatch(ctx, b)
+	_, err = br.Exec()
+	var r *row
+	var found bool
+	if err == nil {
+		r, found, err = scanRow(key, br.QueryRow())
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err == nil && !found && !try {
-		if _, err = tx.Exec(ctx, m.q.keyEnsure, key); err == nil {
-			r, found, err = m.lock(ctx, tx, key, false)
+		if _, err = conn.Exec(ctx, m.q.keyEnsure, key); err == nil {
+			r, found, err = scanRow(key, conn.QueryRow(ctx, m.q.keyLock, key))
 		}
 	}
 	if err != nil {
+		rollback()
 		return nil, false, fmt.Errorf("pgdedup: %q: lock: %w", key, err)
 	}
 	if !found {
+		rollback()
 		if try {
 			return nil, false, nil
 		}
 		return nil, false, fmt.Errorf("pgdedup: %q: row vanished", key)
 	}
 	if err := f(r, pol); err != nil {
+		rollback()
 		return r, false, err
 	}
-	if err := m.save(ctx, tx, r); err != nil {
-		return nil, false, fmt.Errorf("pgdedup: %q: save: %w", key, err)
+	// The exact errors of runs settled here (a *dedup.PanicError, say)
+	// are known before the commit, so any check that follows it, also one
+	// woken by this very commit's notification, gives them to the tickets.
+	m.keepErrs(r, true)
+	defer m.keepErrs(r, false)
+	b = &pgx.Batch{}
+	m.queueSave(b, r)
+	b.Queue("COMMIT")
+	n := b.Len()
+	br = conn.SendBatch(ctx, b)
+	for i := range n {
+		if _, err = br.Exec(); err != nil {
+			br.Close()
+			if i == n-1 {
+				return nil, true, fmt.Errorf("pgdedup: %q: commit: %w", key, err)
+			}
+			rollback()
+			return nil, false, fmt.Errorf("pgdedup: %q: save: %w", key, err)
+		}
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := br.Close(); err != nil {
 		return nil, true, fmt.Errorf("pgdedup: %q: commit: %w", key, err)
 	}
 	m.committed(r)
@@ -207,10 +245,33 @@ func (m *Manager) committed(r *row) {
 		m.poke(r.key)
 	}
 	if len(r.results) > 0 {
-		m.check(context.Background(), r.key, r.errs)
+		m.check(context.Background(), r.key)
 	}
 	if c := r.claimed; c != nil {
 		m.gate.add() // the caller holds a token, so Close waits for this one too
 		go m.execute(*c)
+	}
+}
+
+// runKey names a run of a key.
+type runKey struct {
+	key string
+	run int64
+}
+
+// keepErrs adds (or removes) the exact errors of r's runs to those check
+// hands to this replica's tickets.
+func (m *Manager) keepErrs(r *row, keep bool) {
+	if len(r.errs) == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for run, err := range r.errs {
+		if keep {
+			m.localErrs[runKey{r.key, run}] = err
+		} else {
+			delete(m.localErrs, runKey{r.key, run})
+		}
 	}
 }

@@ -32,12 +32,16 @@ func scanStatus(s statusScanner) (KeyStatus, error) {
 		live, running, pending, lastErr, own *string
 		due, started, finished               *time.Time
 	)
-	err := s.Scan(&ks.Key, &live, &running, &ks.Attempt, &pending, new(int), &due, &ks.Runs, &ks.Deployed, &ks.Failures, &ks.Superseded,
+	var pendingAttempts int
+	err := s.Scan(&ks.Key, &live, &running, &ks.Attempt, &pending, &pendingAttempts, &due, &ks.Runs, &ks.Deployed, &ks.Failures, &ks.Superseded,
 		&lastErr, &started, &finished, &ks.Lease.Fence, &own)
 	if err != nil {
 		return ks, err
 	}
 	ks.Live, ks.Running, ks.Pending = dedup.Revision(deref(live)), dedup.Revision(deref(running)), dedup.Revision(deref(pending))
+	if ks.Running == "" {
+		ks.Attempt = pendingAttempts // a failed run waiting for its retry
+	}
 	if lastErr != nil {
 		ks.LastErr = errors.New(*lastErr)
 	}

@@ -110,7 +110,7 @@ func (m *Manager) sweep(ctx context.Context, full bool) {
 	}
 	m.mu.Unlock()
 	for _, k := range keys {
-		m.check(ctx, k, nil)
+		m.check(ctx, k)
 	}
 	if !m.closed.Load() {
 		m.claimDue(ctx)
@@ -166,9 +166,9 @@ func (m *Manager) claimDue(ctx context.Context) {
 }
 
 // check settles this replica's tickets on key whose runs have ended,
-// following the runs that took over others' tickets. errs holds the exact
-// errors of runs this replica just settled.
-func (m *Manager) check(ctx context.Context, key string, errs map[int64]error) {
+// following the runs that took over others' tickets. A run this replica
+// settled gives its tickets its exact error (Manager.localErrs).
+func (m *Manager) check(ctx context.Context, key string) {
 	for range 8 { // a ticket moves at most a few runs on per check
 		m.mu.Lock()
 		ts := m.waiting[key]
@@ -229,7 +229,7 @@ func (m *Manager) check(ctx context.Context, key string, errs map[int64]error) {
 				res.Started = res.Finished
 			}
 			if res.Outcome == dedup.Failed {
-				if err := errs[t.run]; err != nil {
+				if err := m.localErrs[runKey{key, t.run}]; err != nil {
 					res.Err = err
 				} else {
 					res.Err = errors.New(deref(e.err))
