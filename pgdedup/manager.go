@@ -255,6 +255,7 @@ func (m *Manager) trigger(ctx context.Context, key string, rev dedup.Revision, o
 	force := forced(opts)
 	t := &Ticket{key: key, requested: rev, done: make(chan struct{})}
 	_, err := m.inKey(ctx, key, false, func(r *row, pol *policy) error {
+		m.unhold(t) // a transaction tried again starts afresh
 		wasPending, wasRunning := r.s.Pending.Active(), r.s.Running.Active()
 		var q keyrules.Requested
 		r.s, q = keyrules.Request(r.s, &pol.k, r.now, string(rev), force)
@@ -264,13 +265,13 @@ func (m *Manager) trigger(ctx context.Context, key string, rev dedup.Revision, o
 			r.event(m, dedup.Event{Kind: dedup.EventUnchanged, Revision: rev})
 			return nil
 		case keyrules.ActionJoinedRunning:
-			t.run = r.runningRun
 			r.event(m, dedup.Event{Kind: dedup.EventCoalesced, Revision: rev, Attempt: r.s.Running.Attempts})
-			return m.hold(t, wait)
+			m.hold(t, r.runningRun, wait)
+			return nil
 		case keyrules.ActionJoinedPending:
-			t.run = r.pendingRun
 			r.event(m, dedup.Event{Kind: dedup.EventCoalesced, Revision: rev, Attempt: r.s.Pending.Attempts})
-			return m.hold(t, wait)
+			m.hold(t, r.pendingRun, wait)
+			return nil
 		}
 		if !wasPending {
 			r.lastRun++
@@ -288,10 +289,7 @@ func (m *Manager) trigger(ctx context.Context, key string, rev dedup.Revision, o
 			r.notes = append(r.notes, "c"+key)
 			r.event(m, dedup.Event{Kind: dedup.EventCanceled, Revision: rev, Replaced: dedup.Revision(r.s.Running.Rev), Attempt: r.s.Running.Attempts})
 		}
-		t.run = r.pendingRun
-		if err := m.hold(t, wait); err != nil {
-			return err
-		}
+		m.hold(t, r.pendingRun, wait)
 		claimed := m.schedule(r, pol)
 		switch {
 		case wasRunning:
@@ -306,32 +304,40 @@ func (m *Manager) trigger(ctx context.Context, key string, rev dedup.Revision, o
 		m.unhold(t)
 		return nil, err
 	}
-	if t.action == dedup.ActionUnchanged && t.run == 0 {
+	if t.action == dedup.ActionUnchanged && !m.holds(t) {
 		t.settle(dedup.Result{Key: key, Requested: rev, Revision: rev, Outcome: dedup.Unchanged, Started: time.Now(), Finished: time.Now()})
 	}
 	return t, nil
 }
 
-// hold registers t as waiting before its transaction commits, so that no
-// run's end can be missed; the transaction's failure drops it again.
-func (m *Manager) hold(t *Ticket, wait bool) error {
+// hold registers t as waiting on run before its transaction commits, so
+// that no run's end can be missed; the transaction's failure drops it again.
+func (m *Manager) hold(t *Ticket, run int64, wait bool) {
 	if !wait {
-		return nil
+		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	t.run = run
 	ts := m.waiting[t.key]
 	if ts == nil {
 		ts = make(map[*Ticket]struct{})
 		m.waiting[t.key] = ts
 	}
 	ts[t] = struct{}{}
-	return nil
+}
+
+// holds reports whether t waits on a run (or was settled by one).
+func (m *Manager) holds(t *Ticket) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return t.run != 0
 }
 
 func (m *Manager) unhold(t *Ticket) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	t.run = 0
 	if ts := m.waiting[t.key]; ts != nil {
 		delete(ts, t)
 		if len(ts) == 0 {
@@ -380,7 +386,7 @@ func (m *Manager) claim(r *row) bool {
 	r.owner = m.id
 	r.leaseUntil = r.now.Add(m.cfg.lease)
 	r.runs++
-	r.claimed = &claim{key: r.key, rev: dedup.Revision(r.s.Running.Rev), fence: r.fence, attempt: r.s.Running.Attempts, sent: time.Now()}
+	r.claimed = &claim{key: r.key, rev: dedup.Revision(r.s.Running.Rev), fence: r.fence, attempt: r.s.Running.Attempts, sent: r.sent}
 	r.event(m, dedup.Event{Kind: dedup.EventStarted, Revision: dedup.Revision(r.s.Running.Rev), Attempt: r.s.Running.Attempts})
 	return true
 }

@@ -27,6 +27,7 @@ type row struct {
 	lastErr                        string
 	lastFinished                   time.Time
 	now                            time.Time // the server's clock
+	sent                           time.Time // this replica's clock before the row lock was asked for
 
 	// Effects, applied by the transaction or after its commit.
 	dueAt    time.Time // set by schedule
@@ -176,6 +177,7 @@ func (m *Manager) inKeyOnce(ctx context.Context, key string, try bool, pol *poli
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(lockQ, key)
+	sent := time.Now() // a lease claimed here ends ttl after the server read its clock, which is later
 	br := conn.SendBatch(ctx, b)
 	_, err = br.Exec()
 	var r *row
@@ -202,6 +204,7 @@ func (m *Manager) inKeyOnce(ctx context.Context, key string, try bool, pol *poli
 		}
 		return nil, false, fmt.Errorf("pgdedup: %q: row vanished", key)
 	}
+	r.sent = sent
 	if err := f(r, pol); err != nil {
 		rollback()
 		return r, false, err
