@@ -531,3 +531,9 @@ func (g *gate) close() <-chan struct{} {
 	}
 	return g.idle
 }
+
+// What the poller and the webhook call: *Manager fits wherever a
+// *dedup.Manager is taken through Notify.
+var _ interface {
+	Notify(key string, rev dedup.Revision, opts ...dedup.TriggerOption) error
+} = (*Manager)(nil)
