@@ -40,6 +40,11 @@ func (f DeployFunc) Deploy(ctx context.Context, key string, rev Revision) error 
 // Clock is the source of time of a Manager. The default is the time package,
 // so a Manager also works inside a testing/synctest bubble; deduptest.Clock
 // is a fake one that tests advance by hand.
+//
+// The Manager calls Now, AfterFunc and Timer.Stop with the lock of a key
+// held: they must return promptly, must not panic and must not call the
+// Manager. Unlike a Deployer or a Store, a Clock is not guarded: a panic
+// in it leaves that lock held.
 type Clock interface {
 	Now() time.Time
 	// AfterFunc calls f in its own goroutine once d has elapsed, like
@@ -74,6 +79,11 @@ var (
 	// ErrInvalid is wrapped by every error about bad input: an empty,
 	// oversized or malformed key or revision, a nil Deployer, a bad option.
 	ErrInvalid = errors.New("dedup: invalid argument")
+	// ErrGoexit is wrapped by the error of an attempt whose Deployer, or
+	// whose Store's Load or Save, called runtime.Goexit instead of
+	// returning (t.FailNow and testify's require do, in a test). The
+	// Manager counts the attempt as failed and goes on in a new goroutine.
+	ErrGoexit = errors.New("dedup: runtime.Goexit called")
 )
 
 // MaxLen is the largest key or revision, in bytes.
@@ -166,6 +176,18 @@ func recoverInto(err *error) {
 	if v := recover(); v != nil {
 		*err = &PanicError{Value: v, Stack: debug.Stack()}
 	}
+}
+
+// recoverPanic, deferred, turns a panic into a *PanicError in *p.
+func recoverPanic(p **PanicError) {
+	if v := recover(); v != nil {
+		*p = &PanicError{Value: v, Stack: debug.Stack()}
+	}
+}
+
+// goexitError is the error of a user call that called runtime.Goexit.
+func goexitError(call string) error {
+	return fmt.Errorf("%w in %s (t.FailNow or a testify require in a test's code does this)", ErrGoexit, call)
 }
 
 // MemoryStore is a Store that keeps revisions in memory. Its zero value is

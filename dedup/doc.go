@@ -49,8 +49,30 @@
 // pending revision it superseded (Ticket.Replaced), so that a webhook can
 // answer at once.
 //
+// # What user code cannot break
+//
+// Deployers, Stores, observers, loggers and key policy functions are user
+// code. Whatever they do (return, panic, call runtime.Goexit as t.FailNow
+// does), every started run ends, every ticket settles, concurrency slots
+// are released and Close returns:
+//
+//   - a panic in a Deployer or a Store is a *PanicError, with its stack:
+//     a failed attempt, or a failed Load or Save;
+//   - a runtime.Goexit in a Deployer or a Store is a failed attempt (or a
+//     failed Load or Save) whose error wraps ErrGoexit; the Manager goes
+//     on in a new goroutine;
+//   - a panic in an observer or a logger is recovered and logged; the
+//     Manager's state was recorded before the events were delivered;
+//   - a panic in a key policy function is the error of the Trigger that
+//     called it.
+//
+// A Deployer that ignores its canceled context still keeps Close waiting:
+// nothing can stop a goroutine from outside.
+//
 // Memory per key does not grow with the number of triggers: a storm of
-// distinct revisions during one long deploy keeps one pending slot. An idle
+// distinct revisions during one long deploy keeps one pending slot, and
+// deploys that keep failing while newer revisions arrive keep only the runs
+// that unsettled tickets wait on. An idle
 // key has no goroutine and no timer; a goroutine exists only while a deploy
 // of its key runs. The Manager keeps every key it has seen until
 // Manager.Forget drops an idle one.
@@ -61,6 +83,26 @@
 // revision may start with "-" and a key may hold "/" or "..", so a Deployer
 // that puts them on a command line or in a path must guard against that (see
 // package deployer).
+//
+// # Deploy time, and the poll interval
+//
+// Each key keeps a Baseline of its successful deploys (Status.Baseline): a
+// weighted mean and the 90th percentile (P90) of the last BaselineWindow,
+// in constant memory per key. WithSlowDeploy(multiple, floor) reports an
+// attempt that runs longer than multiple×P90 and floor, while it runs: one
+// EventSlow (with the baseline and the time it has run) and Status.Slow.
+// It is off by default.
+//
+// Choose a poller's interval from P90. A change goes live at most about
+// Every (until a poll sees it) + P90 (the deploy running when it is seen)
+// + P90 (its own deploy) after it lands. So for a lag target L, poll every
+// L − 2×P90 or less; if that is not positive, the deploy, not the poll, is
+// too slow for L. Polling faster than P90 is harmless here (the triggers
+// coalesce) but buys less lag than it costs the source: Every ≈ P90 is a
+// good default, with webhooks (Poller.PollNow) for changes that must go
+// faster. For example, with P90 = 40s and L = 3m, poll every 100s or
+// less; 1m is a round choice. A slow deploy pushes the lag past that
+// estimate, which is what EventSlow tells, while there is time to act.
 //
 // Package deduptest has a fake Clock and a controllable Deployer to test
 // code that uses a Manager.

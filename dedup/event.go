@@ -42,24 +42,36 @@ const (
 	// EventStoreFailed: the Store failed to load or save (Err). A failed
 	// Save does not undo the deploy.
 	EventStoreFailed
+	// EventSlow: the running attempt (Attempt) has run for Duration, longer
+	// than WithSlowDeploy allows for the key's Baseline.P90 (Baseline). It
+	// goes on running; this is reported once per attempt.
+	EventSlow
 )
 
-var kindNames = [...]string{"", "queued", "coalesced", "started", "succeeded", "failed", "retrying", "canceled", "unchanged", "aborted", "store-failed"}
+var kindNames = [...]string{"", "queued", "coalesced", "started", "succeeded", "failed", "retrying", "canceled", "unchanged", "aborted", "store-failed", "slow"}
 
 func (k EventKind) String() string { return enumName(kindNames[:], uint8(k), "event") }
 
 // Event is a state change of one key, passed to the observer set with
 // WithObserver and logged by the logger set with WithLogger.
 type Event struct {
-	Kind     EventKind     // what happened
+	Kind EventKind // what happened
+	// Action is what a trigger did (as Ticket.Action says), on the one
+	// event each successful Trigger or Notify records first (EventQueued,
+	// EventCoalesced or EventUnchanged); zero on every other event. It
+	// lets an observer count triggers by what they did. (It sits beside
+	// Kind, in what was padding.)
+	Action Action
+
 	Key      string        // to which key
 	Revision Revision      // the revision it happened to
 	Replaced Revision      // the superseded revision (EventCoalesced) or the canceled one (EventCanceled)
 	Attempt  int           // the attempt started, finished or failed
 	Err      error         // EventFailed, EventRetrying, EventStoreFailed
-	Duration time.Duration // how long the attempt ran (EventSucceeded, EventFailed, EventRetrying)
+	Duration time.Duration // how long the attempt ran (EventSucceeded, EventFailed, EventRetrying), or has run so far (EventSlow)
 	Delay    time.Duration // wait before the next attempt (EventRetrying)
 	Time     time.Time     // when it happened, by the Manager's clock
+	Baseline time.Duration // the key's Baseline.P90 that the attempt was judged against (EventSlow)
 
 	// Seq numbers the events of a Manager in the order the state changed.
 	// Events are delivered outside the Manager's locks, so two goroutines
@@ -70,7 +82,7 @@ type Event struct {
 
 func (e Event) level() slog.Level {
 	switch e.Kind {
-	case EventFailed, EventRetrying, EventStoreFailed:
+	case EventFailed, EventRetrying, EventStoreFailed, EventSlow:
 		return slog.LevelWarn
 	case EventCoalesced:
 		return slog.LevelDebug
@@ -84,7 +96,7 @@ func (e Event) log(l *slog.Logger) {
 	if !l.Enabled(ctx, lvl) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 7)
+	attrs := make([]slog.Attr, 0, 8)
 	attrs = append(attrs, slog.String("key", e.Key), slog.String("revision", string(e.Revision)))
 	if e.Replaced != "" {
 		attrs = append(attrs, slog.String("replaced", string(e.Replaced)))
@@ -97,6 +109,9 @@ func (e Event) log(l *slog.Logger) {
 	}
 	if e.Delay > 0 {
 		attrs = append(attrs, slog.Duration("delay", e.Delay))
+	}
+	if e.Baseline > 0 {
+		attrs = append(attrs, slog.Duration("baseline", e.Baseline))
 	}
 	if e.Err != nil {
 		attrs = append(attrs, slog.Any("err", e.Err))

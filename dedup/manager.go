@@ -28,6 +28,8 @@ type Manager struct {
 	logger        *slog.Logger
 	notify        bool // observer or logger set: build events
 
+	slow slowPolicy // WithSlowDeploy
+
 	// base is the parent of every deploy's context; Close cancels it when
 	// its own context ends before the running deploys do.
 	base       context.Context
@@ -37,18 +39,20 @@ type Manager struct {
 	// Close can wait for all of them.
 	wg counter
 
-	closed atomic.Bool
-	seq    atomic.Uint64    // of the last Event
-	shards [numShards]shard // the keys, striped so that keys rarely share a lock
+	closed  atomic.Bool
+	aborted chan struct{}    // closed by the first Close once every pending ticket is settled
+	seq     atomic.Uint64    // of the last Event
+	shards  [numShards]shard // the keys, striped so that keys rarely share a lock
 
 	policyMu sync.Mutex
 	policies map[Policy]*Policy // one copy of each distinct policy
 
 	// With WithMaxConcurrent: the slots taken and the keys ready to start
 	// that wait for one, in FIFO order. Lock order: shard, then slotMu.
-	slotMu sync.Mutex
-	active int
-	queue  []*keyState
+	slotMu   sync.Mutex
+	active   int
+	queue    []*keyState
+	slotHook func(key string) // tests only: called under slotMu at every slot operation
 }
 
 const numShards = 64
@@ -77,8 +81,8 @@ func (m *Manager) shard(key string) *shard {
 // ErrInvalid if d is nil or an option has a bad value.
 func New(d Deployer, opts ...Option) (*Manager, error) {
 	cfg := config{clock: SystemClock{}}
-	if f, isFunc := d.(DeployFunc); d == nil || (isFunc && f == nil) {
-		cfg.errorf("nil Deployer")
+	if isNil(d) {
+		cfg.errorf("nil Deployer (%T)", d)
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -102,7 +106,10 @@ func New(d Deployer, opts ...Option) (*Manager, error) {
 		observer:      cfg.observer,
 		logger:        cfg.logger,
 		notify:        cfg.observer != nil || cfg.logger != nil,
+		slow:          cfg.slow,
 		policies:      make(map[Policy]*Policy),
+		aborted:       make(chan struct{}),
+		slotHook:      cfg.slotHook,
 	}
 	for i := range m.shards {
 		m.shards[i].keys = make(map[string]*keyState)
@@ -178,15 +185,20 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 	}
 	now := instant{c: m.clock}
 	r, start, did := m.request(ks, rev, force, wait, &now, &evs)
+	if len(evs.list) > 0 {
+		evs.list[0].Action = did.action // the trigger's own event comes first
+	}
 	did.ks = ks
 	if start != nil {
 		m.wg.Add(1) // under the lock, so that Close waits for it
 	}
 	sh.mu.Unlock()
-	m.emit(&evs)
 	if start != nil {
-		go m.work(ks, start) // after the events that led to it
+		// Deferred: it runs after the events that led to it, and also if
+		// an observer calls runtime.Goexit, so that the run never strands.
+		defer m.spawn(ks, start)
 	}
+	m.emit(&evs)
 	if wait && r == nil {
 		return nil, now.get(), did, nil // settled at once: the ticket needs the time
 	}
@@ -205,8 +217,11 @@ func (m *Manager) key(sh *shard, key string) (*keyState, error) {
 	pol := m.defaultPolicy
 	if m.keyPolicy != nil {
 		sh.mu.Unlock()
-		p := m.keyPolicy(key)
+		p, err := m.callKeyPolicy(key)
 		sh.mu.Lock()
+		if err != nil {
+			return nil, fmt.Errorf("policy of key %q: %w", key, err)
+		}
 		if err := p.validate(); err != nil {
 			return nil, fmt.Errorf("policy of key %q: %w", key, err)
 		}
@@ -224,6 +239,13 @@ func (m *Manager) key(sh *shard, key string) (*keyState, error) {
 	return ks, nil
 }
 
+// callKeyPolicy calls the key policy function, turning a panic into an
+// error. A runtime.Goexit in it needs nothing: no lock is held.
+func (m *Manager) callKeyPolicy(key string) (p Policy, err error) {
+	defer recoverInto(&err)
+	return m.keyPolicy(key), nil
+}
+
 func (m *Manager) intern(p Policy) *Policy {
 	m.policyMu.Lock()
 	defer m.policyMu.Unlock()
@@ -232,9 +254,15 @@ func (m *Manager) intern(p Policy) *Policy {
 		return q
 	}
 	q := &p
-	m.policies[p] = q
+	if len(m.policies) < maxInterned {
+		// Beyond this many distinct policies (say, a timeout computed
+		// per key), keys keep their own copy, which Forget frees.
+		m.policies[p] = q
+	}
 	return q
 }
+
+const maxInterned = 256
 
 // Forget drops what the Manager holds of key, if nothing of it runs or
 // waits: an idle key costs a few hundred bytes, and a service whose keys
@@ -287,7 +315,7 @@ func (m *Manager) Status(key string) (Status, bool) {
 // Statuses returns the state of every key triggered and not forgotten,
 // sorted by key.
 func (m *Manager) Statuses() []Status {
-	var out []Status
+	out := []Status{} // not nil: its JSON is [], not null
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
@@ -330,7 +358,10 @@ func (m *Manager) Close(ctx context.Context) error {
 			}
 			sh.mu.Unlock()
 		}
+		close(m.aborted) // before the events: an observer may call runtime.Goexit
 		m.emit(&evs)
+	} else {
+		<-m.aborted // the first Close is settling the pending tickets
 	}
 
 	select {
@@ -363,91 +394,216 @@ func (m *Manager) Close(ctx context.Context) error {
 	}
 }
 
-// work deploys r, and the runs that may start when it ends, in a goroutine
-// counted in m.wg before it started.
-func (m *Manager) work(ks *keyState, r *run) {
-	defer m.wg.Done()
-	for r != nil {
-		ks, r = m.execute(ks, r)
+// spawn starts a goroutine that executes the run r of ks, which was
+// counted in m.wg when it started.
+func (m *Manager) spawn(ks *keyState, r *run) {
+	go m.work(&worker{m: m, ks: ks, r: r})
+}
+
+// worker is what a deploy goroutine holds: the run it executes and how far
+// it got. User code it calls (the Deployer, the Store, observers and
+// loggers) may end the goroutine with runtime.Goexit; worker.exit, deferred,
+// then carries on in a new goroutine from where it stopped, so that every
+// started run ends and every ticket settles.
+type worker struct {
+	m  *Manager
+	ks *keyState
+	r  *run // the run being executed; nil when none is left
+
+	step    step     // the user call in progress, if any
+	rev     Revision // what the Store's Load said
+	ok      bool
+	err     error // of the Store's Load, then of the attempt
+	saveErr error
+
+	// A run of another key that was handed the concurrency slot r released
+	// and must start in a goroutine of its own.
+	spareKs *keyState
+	spare   *run
+}
+
+// step is the user call a worker is in.
+type step uint8
+
+const (
+	stepNone   step = iota
+	stepLoad        // Store.Load before the first attempt
+	stepDeploy      // Deployer.Deploy
+	stepSave        // Store.Save after a success
+	stepEmit        // delivering events; the state is already recorded
+)
+
+// work executes the runs of w until none is left. The goroutine was counted
+// in m.wg before it started.
+func (m *Manager) work(w *worker) {
+	defer w.exit()
+	w.resume()
+	for w.r != nil {
+		w.execute()
 	}
 }
 
-// execute performs one attempt of r, then records its end. It returns a run
-// that may start at once (the next of ks, or of a key that was waiting for
-// the concurrency slot r released), for the caller to execute in the same
-// goroutine.
-func (m *Manager) execute(ks *keyState, r *run) (*keyState, *run) {
-	evs := events{on: m.notify, seq: &m.seq}
-	if r.needLoad {
-		rev, ok, err := m.loadStore(ks.key)
-		now := instant{c: m.clock}
-		ks.shard.mu.Lock()
-		if m.loaded(ks, r, rev, ok, err, &now, &evs) {
-			return m.next(ks, &now, &evs)
-		}
-		ks.shard.mu.Unlock()
-		m.emit(&evs)
-		evs.list = evs.list[:0]
+// exit ends the goroutine of w. Normally nothing is left to do. If user
+// code called runtime.Goexit, the run in hand goes on in a new goroutine,
+// which takes over this goroutine's count.
+func (w *worker) exit() {
+	if w.spare != nil {
+		w.m.wg.Add(1)
+		w.m.spawn(w.spareKs, w.spare)
+		w.spare = nil
 	}
-	ctx := r.ctx
-	if ctx == nil {
-		ctx = m.base
+	if w.r == nil {
+		w.m.wg.Done()
+		return
 	}
-	err := callDeploy(ctx, m.deployer, ks.key, r.rev)
-	if r.cancel != nil {
-		r.cancel()
-	}
-	var saveErr error
-	if err == nil && m.store != nil {
-		saveErr = m.saveStore(ks.key, r.rev)
-	}
+	go w.m.work(w)
+}
 
+// resume finishes the step that runtime.Goexit interrupted, if any.
+func (w *worker) resume() {
+	switch s := w.step; s {
+	case stepLoad:
+		w.rev, w.ok, w.err = "", false, goexitError("Store.Load")
+		w.loaded()
+	case stepDeploy:
+		w.err = goexitError("Deploy")
+		w.deployed()
+	case stepSave:
+		w.saveErr = goexitError("Store.Save")
+		w.finish()
+	case stepEmit:
+		w.step = stepNone // the events are lost; the state is not
+	}
+}
+
+// execute performs one attempt of w.r (reading the Store first if the key
+// was never read), records its end, and sets w.r to the run that may start
+// at once (the next of the key, or of a key that was waiting for the
+// concurrency slot w.r released), for the same goroutine to execute.
+func (w *worker) execute() {
+	if w.r.needLoad {
+		w.step = stepLoad
+		w.rev, w.ok, w.err = w.m.loadStore(w.ks.key)
+		w.loaded()
+		return
+	}
+	ctx := w.r.ctx
+	if ctx == nil {
+		ctx = w.m.base
+	}
+	w.step = stepDeploy
+	w.err = callDeploy(ctx, w.m.deployer, w.ks.key, w.r.rev)
+	w.deployed()
+}
+
+// loaded records what the Store said before the first attempt of w.r.
+func (w *worker) loaded() {
+	m, ks, r := w.m, w.ks, w.r
+	w.step = stepNone
+	evs := events{on: m.notify, seq: &m.seq}
+	now := instant{c: m.clock}
+	ks.shard.mu.Lock()
+	if m.loaded(ks, r, w.rev, w.ok, w.err, &now, &evs) {
+		w.next(&now, &evs)
+		return
+	}
+	ks.shard.mu.Unlock()
+	w.err = nil
+	w.emit(&evs) // then the attempt: w.r is unchanged
+}
+
+// deployed saves the revision that w.r deployed, if it succeeded.
+func (w *worker) deployed() {
+	w.step = stepNone
+	if w.r.cancel != nil {
+		w.r.cancel()
+	}
+	if w.err == nil && w.m.store != nil {
+		w.step = stepSave
+		w.saveErr = w.m.saveStore(w.ks.key, w.r.rev)
+	}
+	w.finish()
+}
+
+// finish records the end of the attempt of w.r.
+func (w *worker) finish() {
+	m, ks, r := w.m, w.ks, w.r
+	w.step = stepNone
+	evs := events{on: m.notify, seq: &m.seq}
 	now := instant{c: m.clock}
 	now.get() // outside the lock: it is needed, and the lock is shared
 	ks.shard.mu.Lock()
-	if err == nil && m.store != nil {
-		ks.unsaved = saveErr != nil
+	if w.err == nil && m.store != nil {
+		ks.unsaved = w.saveErr != nil
 	}
-	if saveErr != nil {
-		ks.err().store = saveErr
+	if err := w.saveErr; err != nil {
+		ks.err().store = err
 		if ev := evs.add(EventStoreFailed, ks.key, r.rev, &now); ev != nil {
-			ev.Err = fmt.Errorf("save: %w", saveErr)
+			ev.Err = fmt.Errorf("save: %w", err)
 		}
 	}
-	m.finish(ks, r, err, &now, &evs)
-	return m.next(ks, &now, &evs)
+	m.finish(ks, r, w.err, &now, &evs)
+	w.err, w.saveErr = nil, nil
+	w.next(&now, &evs)
+}
+
+// next is called, with the shard of w.ks locked, when a run of w.ks ended:
+// it unlocks the shard, starts the next run of w.ks, and passes the
+// released concurrency slot to the key that waited longest for one. It
+// leaves in w the run for this goroutine to execute.
+func (w *worker) next(now *instant, evs *events) {
+	m, ks := w.m, w.ks
+	grant := m.releaseSlot(ks)
+	r := m.schedule(ks, now, evs)
+	ks.shard.mu.Unlock()
+	gks, gr := m.handOver(grant, now, evs)
+	if r == nil {
+		ks, r, gks, gr = gks, gr, nil, nil
+	}
+	w.ks, w.r, w.spareKs, w.spare = ks, r, gks, gr
+	w.emit(evs)
+	if w.spare != nil {
+		m.wg.Add(1) // this goroutine is counted: Close still waits
+		m.spawn(w.spareKs, w.spare)
+		w.spare = nil
+	}
+}
+
+// emit delivers events with the state already recorded in w.
+func (w *worker) emit(evs *events) {
+	w.step = stepEmit
+	w.m.emit(evs)
+	w.step = stepNone
 }
 
 // loadStore and saveStore call the Store, turning a panic into an error.
 func (m *Manager) loadStore(key string) (rev Revision, ok bool, err error) {
 	defer recoverInto(&err)
-	return m.store.Load(m.base, key)
+	rev, ok, err = m.store.Load(m.base, key)
+	if err != nil || !ok {
+		rev = "" // a revision beside ok=false or an error means nothing
+	}
+	return rev, ok, err
 }
 
 func (m *Manager) saveStore(key string, rev Revision) (err error) {
 	defer recoverInto(&err)
-	return m.store.Save(m.base, key, rev)
+	ctx := m.base
+	if ctx.Err() != nil {
+		// Close's context ended, but the deploy succeeded all the same:
+		// it must be recorded, or a restart deploys it again. The Save
+		// gets a bounded time of its own.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), SaveAfterCloseTimeout)
+		defer cancel()
+	}
+	return m.store.Save(ctx, key, rev)
 }
 
-// next is called, with the shard of ks locked, when a run of ks ended: it
-// unlocks the shard, starts the next run of ks, and passes the released
-// concurrency slot to the key that waited longest for one. It returns a run
-// for the caller to execute.
-func (m *Manager) next(ks *keyState, now *instant, evs *events) (*keyState, *run) {
-	grant := m.releaseSlot()
-	r := m.schedule(ks, now, evs)
-	ks.shard.mu.Unlock()
-	gks, gr := m.handOver(grant, now, evs)
-	m.emit(evs)
-	switch {
-	case r == nil:
-		return gks, gr
-	case gr != nil:
-		m.wg.Add(1) // this goroutine is counted: Close still waits
-		go m.work(gks, gr)
-	}
-	return ks, r
-}
+// SaveAfterCloseTimeout bounds the Store's Save of a deploy that succeeded
+// after Close's context ended and canceled it: the deploy happened, so it
+// is saved, within this time. Close waits for it.
+const SaveAfterCloseTimeout = 10 * time.Second
 
 // loaded records what the Store said of ks before its first deploy. It
 // reports whether r was settled without a deploy. It is called with the
@@ -471,7 +627,7 @@ func (m *Manager) loaded(ks *keyState, r *run, rev Revision, ok bool, err error,
 	default:
 		ks.loaded = true
 	}
-	if ks.loaded && rev == r.rev && !r.force {
+	if ks.loaded && ks.live == r.rev && !r.force {
 		m.finishUnchanged(ks, r, now, evs)
 		return true
 	}
@@ -479,7 +635,7 @@ func (m *Manager) loaded(ks *keyState, r *run, rev Revision, ok bool, err error,
 		// A newer revision arrived while the Store was read, and
 		// cancels this run before it began: its tickets go with it.
 		ks.running = nil
-		ks.pending.absorbed = append(ks.pending.absorbed, r)
+		absorb(ks.pending, r)
 		if ev := evs.add(EventCanceled, ks.key, ks.pending.rev, now); ev != nil {
 			ev.Replaced = r.rev
 		}
@@ -489,6 +645,9 @@ func (m *Manager) loaded(ks *keyState, r *run, rev Revision, ok bool, err error,
 	return false
 }
 
+// emit delivers the events of a locked section, after the lock was
+// released. A panic in the observer or the logger is recovered and
+// reported (see deliver); the other events are still delivered.
 func (m *Manager) emit(evs *events) {
 	for _, e := range evs.list {
 		m.deliver(e)
@@ -497,11 +656,39 @@ func (m *Manager) emit(evs *events) {
 
 func (m *Manager) deliver(e Event) {
 	if m.logger != nil {
-		e.log(m.logger)
+		if p := callLog(m.logger, e); p != nil {
+			reportPanic(nil, "logger", e, p)
+		}
 	}
 	if m.observer != nil {
-		m.observer(e)
+		if p := callObserver(m.observer, e); p != nil {
+			reportPanic(m.logger, "observer", e, p)
+		}
 	}
+}
+
+func callLog(l *slog.Logger, e Event) (p *PanicError) {
+	defer recoverPanic(&p)
+	e.log(l)
+	return nil
+}
+
+func callObserver(f func(Event), e Event) (p *PanicError) {
+	defer recoverPanic(&p)
+	f(e)
+	return nil
+}
+
+// reportPanic logs a panic of an observer or a logger, the way net/http
+// logs a panicking handler: the Manager goes on, and the panic shows in the
+// log instead of crashing the host or wedging a key. It logs to l, or, when
+// l is nil or is what panicked, to slog's default logger.
+func reportPanic(l *slog.Logger, what string, e Event, p *PanicError) {
+	if l == nil {
+		l = slog.Default()
+	}
+	defer func() { _ = recover() }() // a logger that panics again is not retried
+	l.Error("dedup: "+what+" panicked; the Manager goes on", "event", e.Kind.String(), "key", e.Key, "panic", p.Value, "stack", string(p.Stack))
 }
 
 // events collects the events of one locked section, to be delivered after

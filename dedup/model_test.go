@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -127,7 +128,7 @@ func runModel(t *testing.T, choose func(int) int, steps int) {
 			opts = append(opts, dedup.WithStore(store))
 		}
 		if n := choose(3); n > 0 {
-			opts = append(opts, dedup.WithMaxConcurrent(n))
+			opts = append(opts, dedup.WithMaxConcurrent(n), dedup.WithSlotHook(mod.slotOp))
 			mod.max = n
 		}
 		m, err := dedup.New(panicky{d}, opts...)
@@ -455,13 +456,46 @@ type model struct {
 	starts          []start
 	closed          bool
 	canceledByClose []string
+
+	// The Manager's slot operations (take, queue, release) in the order
+	// it made them, with their instant: when several keys come due at
+	// the same instant, the contract leaves their order open, and the
+	// model follows the Manager's.
+	slotMu  sync.Mutex
+	slotOps []slotOp
+}
+
+type slotOp struct {
+	key string
+	at  time.Time
+}
+
+// slotOp records a slot operation of the Manager (WithSlotHook).
+func (m *model) slotOp(key string) {
+	m.slotMu.Lock()
+	defer m.slotMu.Unlock()
+	m.slotOps = append(m.slotOps, slotOp{key, time.Now()})
+}
+
+// firstSlotOp is the position of key's first slot operation at instant at,
+// or -1 if it made none then.
+func (m *model) firstSlotOp(key string, at time.Time) int {
+	m.slotMu.Lock()
+	defer m.slotMu.Unlock()
+	for i, op := range m.slotOps {
+		if op.key == key && op.at.Equal(at) {
+			return i
+		}
+	}
+	return -1
 }
 
 // newModel returns a model whose keys have policy pol, with every duration
-// of key b one millisecond longer and of key c one microsecond longer: no
-// two keys then wait until the same instant, so that the order in which
-// they queue for a slot is known. (The timers of a Manager on the real
-// clock that fire at the same instant fire in no set order.)
+// of key b one millisecond longer and of key c one microsecond longer, so
+// that keys rarely come due at the same instant. They still can (a key
+// handed a slot when another finished takes on that key's instants), and
+// then advance takes them in the order the Manager did (slotOps): timers of
+// the same instant fire in no set order.
 func newModel(pol dedup.Policy, now time.Time) *model {
 	m := &model{t0: now, now: now, keys: make(map[string]*mKey)}
 	for i, k := range modelKeys {
@@ -724,7 +758,7 @@ func (m *model) advance(to time.Time) {
 			default:
 				continue
 			}
-			if nextKey == "" || at.Before(next) {
+			if nextKey == "" || at.Before(next) || at.Equal(next) && m.before(key, nextKey, at) {
 				next, nextKey = at, key
 			}
 		}
@@ -739,6 +773,15 @@ func (m *model) advance(to time.Time) {
 			m.tryStart(nextKey)
 		}
 	}
+}
+
+// before reports whether key a, due at the same instant as key b, went
+// first in the Manager: whichever made its first slot operation at that
+// instant first. The order matters only for slots; without a slot
+// operation, a key's turn changes nothing for the others.
+func (m *model) before(a, b string, at time.Time) bool {
+	ia, ib := m.firstSlotOp(a, at), m.firstSlotOp(b, at)
+	return ia >= 0 && (ib < 0 || ia < ib)
 }
 
 func (m *model) close(expired bool) {

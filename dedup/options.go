@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"reflect"
 	"time"
 )
 
@@ -127,6 +128,8 @@ type config struct {
 	maxConcurrent int
 	observer      func(Event)
 	logger        *slog.Logger
+	slotHook      func(key string) // tests only: see export_test.go
+	slow          slowPolicy
 	errs          []error
 }
 
@@ -138,8 +141,8 @@ func (c *config) errorf(format string, args ...any) {
 // result times use. The default is the time package.
 func WithClock(c Clock) Option {
 	return func(cfg *config) {
-		if c == nil {
-			cfg.errorf("nil Clock")
+		if isNil(c) {
+			cfg.errorf("nil Clock (%T)", c)
 		}
 		cfg.clock = c
 	}
@@ -149,8 +152,8 @@ func WithClock(c Clock) Option {
 // default keeps it in the Manager's memory only.
 func WithStore(s Store) Option {
 	return func(cfg *config) {
-		if s == nil {
-			cfg.errorf("nil Store")
+		if isNil(s) {
+			cfg.errorf("nil Store (%T)", s)
 		}
 		cfg.store = s
 	}
@@ -222,8 +225,17 @@ func WithKeyPolicy(f func(key string) Policy) Option {
 // goroutine that made the change, after it and with no lock held, so it may
 // call the Manager, except Close: Close waits for the deploy goroutines that
 // deliver events. It may be called from several goroutines at once; Event.Seq
-// orders the events. A slow
-// f slows down whoever made the change.
+// orders the events. A slow f slows down whoever made the change.
+//
+// A panic in f is recovered and logged (to the Manager's logger, else
+// slog's default, with the stack), the way net/http logs a panicking
+// handler; the other events are still delivered and the Manager goes on.
+// If f calls runtime.Goexit, the events not yet delivered from that change
+// are lost; the change itself, and every run it started, is not.
+//
+// f must not wait for a deploy (Manager.Deploy, Ticket.Wait): the run it
+// would wait for may be the next one of the goroutine that delivers the
+// event, which then waits for itself. Trigger or Notify and return.
 func WithObserver(f func(Event)) Option {
 	return func(cfg *config) {
 		if f == nil {
@@ -234,7 +246,9 @@ func WithObserver(f func(Event)) Option {
 }
 
 // WithLogger logs every Event to l: failures at Warn, coalescing at Debug,
-// the rest at Info.
+// the rest at Info. A handler that panics or calls runtime.Goexit is
+// treated as an observer that does (see WithObserver); its panics are
+// reported to slog's default logger.
 func WithLogger(l *slog.Logger) Option {
 	return func(cfg *config) {
 		if l == nil {
@@ -252,3 +266,17 @@ type TriggerOption struct {
 // Force deploys the revision even if it is already live. A forced trigger
 // still joins a run of the same revision that is pending or running.
 func Force() TriggerOption { return TriggerOption{force: true} }
+
+// isNil reports whether v is nil, or an interface holding a nil pointer,
+// func, map, channel or slice: a typed nil such as (*deployer.Cmd)(nil)
+// would only fail at its first call, deep in a deploy.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Chan, reflect.Slice, reflect.Interface, reflect.UnsafePointer:
+		return rv.IsNil()
+	}
+	return false
+}

@@ -833,7 +833,7 @@ func TestEnumStrings(t *testing.T) {
 		dedup.EventQueued: "queued", dedup.EventCoalesced: "coalesced", dedup.EventStarted: "started",
 		dedup.EventSucceeded: "succeeded", dedup.EventFailed: "failed", dedup.EventRetrying: "retrying",
 		dedup.EventCanceled: "canceled", dedup.EventUnchanged: "unchanged", dedup.EventAborted: "aborted",
-		dedup.EventStoreFailed: "store-failed", 0: "event(0)", 200: "event(200)",
+		dedup.EventStoreFailed: "store-failed", dedup.EventSlow: "slow", 0: "event(0)", 200: "event(200)",
 	} {
 		require.Equalf(t, want, k.String(), "EventKind(%d).String()", k)
 	}
@@ -902,4 +902,10 @@ func TestLogger(t *testing.T) {
 	} {
 		require.Contains(t, lines, want, "log lines:\n%s", strings.Join(lines, "\n"))
 	}
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

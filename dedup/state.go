@@ -35,10 +35,15 @@ type keyState struct {
 	loaded  bool // live is known: the Store was read or a deploy succeeded
 	queued  bool // in Manager.queue, waiting for a concurrency slot; guarded by slotMu
 	unsaved bool // live was deployed but the Store's Save failed: only memory knows it
+
+	// The deploy-time baseline (baseline.go), in what was padding.
+	baseN    uint8   // successes, up to 255
+	baseMean float32 // their weighted mean, in seconds
+
 	running *run
 	pending *run
 
-	errs     *keyErrs // nil until the key's first error: most keys never fail
+	errs     *keyErrs // nil until the key's first error, second success or first slow watch
 	runs     uint32   // attempts started
 	deployed uint32
 	failed   uint32 // attempts failed
@@ -51,6 +56,8 @@ type keyState struct {
 type keyErrs struct {
 	last  error // of the last finished attempt
 	store error // of the Store's last failed Load or Save
+
+	recent recentDurations // the deploy-time baseline's window (baseline.go)
 }
 
 func (ks *keyState) err() *keyErrs {
@@ -120,18 +127,32 @@ func settle(r *run, o Outcome, err error, now *instant) {
 	if r.started.IsZero() {
 		r.started = r.finished
 	}
-	settleBy(r, r)
-}
-
-func settleBy(r, by *run) {
-	r.by = by
+	r.by = r
 	if r.done != nil {
 		close(r.done)
 	}
-	for _, a := range r.absorbed {
-		settleBy(a, by)
+	for i, a := range r.absorbed { // flat: absorb moved theirs here
+		a.by = r
+		close(a.done)
+		r.absorbed[i] = nil
 	}
 	r.absorbed = nil
+}
+
+// absorb makes the tickets of run a settle with run r: a was superseded by
+// r (a failed or canceled attempt replaced by r's newer revision, or a
+// pending revision that r deployed already). A run that no ticket waits on
+// is dropped, and what a absorbed moves to r: the list stays flat and holds
+// only runs that tickets wait on, so a key's memory is bounded by the
+// tickets held, not by how many runs failed before, and settling needs no
+// recursion.
+func absorb(r, a *run) {
+	r.absorbed = append(r.absorbed, a.absorbed...)
+	clear(a.absorbed)
+	a.absorbed = nil
+	if a.done != nil {
+		r.absorbed = append(r.absorbed, a)
+	}
 }
 
 // request handles a trigger of rev for ks. It returns the run a ticket
@@ -150,6 +171,11 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *ins
 		return p.waiter(wait), nil, did{action: ActionJoinedPending}
 	}
 	if r := ks.running; ks.pending == nil && r != nil && !r.canceled && r.rev == rev {
+		if r.needLoad {
+			// The Store is being read: a forced trigger must not let
+			// the run settle Unchanged if it says rev is live.
+			r.force = r.force || force
+		}
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
 			ev.Attempt = int(r.attempts)
 		}
@@ -269,6 +295,9 @@ func (m *Manager) takeSlot(ks *keyState) bool {
 	}
 	m.slotMu.Lock()
 	defer m.slotMu.Unlock()
+	if m.slotHook != nil {
+		m.slotHook(ks.key)
+	}
 	if m.active < m.maxConcurrent && len(m.queue) == 0 {
 		m.active++
 		return true
@@ -295,15 +324,19 @@ func (m *Manager) dequeue(ks *keyState) {
 	}
 }
 
-// releaseSlot gives up a slot. If a key waits for one, the slot passes to
-// it, and releaseSlot returns it for the caller to hand the slot over.
+// releaseSlot gives up the slot that key from held. If a key waits for
+// one, the slot passes to it, and releaseSlot returns it for the caller to
+// hand the slot over.
 // Lock order: it may be called with a shard locked.
-func (m *Manager) releaseSlot() *keyState {
+func (m *Manager) releaseSlot(from *keyState) *keyState {
 	if m.maxConcurrent == 0 {
 		return nil
 	}
 	m.slotMu.Lock()
 	defer m.slotMu.Unlock()
+	if m.slotHook != nil {
+		m.slotHook(from.key)
+	}
 	if len(m.queue) > 0 {
 		ks := m.queue[0]
 		m.queue[0] = nil
@@ -334,7 +367,7 @@ func (m *Manager) handOver(ks *keyState, now *instant, evs *events) (*keyState, 
 			return ks, r
 		}
 		sh.mu.Unlock()
-		ks = m.releaseSlot()
+		ks = m.releaseSlot(ks)
 	}
 	return nil, nil
 }
@@ -401,6 +434,7 @@ func (m *Manager) begin(ks *keyState, r *run, now *instant, evs *events) {
 	if ev := evs.add(EventStarted, ks.key, r.rev, now); ev != nil {
 		ev.Attempt = int(r.attempts)
 	}
+	m.watchSlow(ks, r)
 }
 
 // attemptContext returns the context of one attempt. Runs that need no
@@ -430,12 +464,14 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 	ks.lastFinished = now.get()
 	dur := ks.lastFinished.Sub(ks.lastStarted)
 	r.ctx, r.cancel = nil, nil
+	m.unwatchSlow(ks)
 	if err == nil {
 		ks.live, ks.loaded = r.rev, true
 		if ks.errs != nil {
 			ks.errs.last = nil
 		}
 		ks.deployed++
+		ks.recordSuccess(dur)
 		if ev := evs.add(EventSucceeded, ks.key, r.rev, now); ev != nil {
 			ev.Attempt, ev.Duration = int(r.attempts), dur
 		}
@@ -443,7 +479,7 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 			// Triggered again while it ran: this run covers it.
 			ks.pending = nil
 			m.disarm(p)
-			r.absorbed = append(r.absorbed, p)
+			absorb(r, p)
 		}
 		settle(r, Deployed, nil, now)
 		return
@@ -467,7 +503,7 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 		// A newer revision is pending: it replaces any retry, and the
 		// tickets of r settle with it.
 		evs.failed(ks, r, err, dur, now)
-		ks.pending.absorbed = append(ks.pending.absorbed, r)
+		absorb(ks.pending, r)
 	case int(r.attempts) < ks.policy.Retry.MaxAttempts:
 		delay := ks.policy.Retry.backoff(int(r.attempts))
 		if j := ks.policy.Retry.Jitter; j > 0 {
@@ -493,7 +529,7 @@ func (m *Manager) finishUnchanged(ks *keyState, r *run, now *instant, evs *event
 	if p := ks.pending; p != nil && p.rev == r.rev && !p.force {
 		ks.pending = nil
 		m.disarm(p)
-		r.absorbed = append(r.absorbed, p)
+		absorb(r, p)
 	}
 	settle(r, Unchanged, nil, now)
 }
@@ -558,10 +594,10 @@ func (m *Manager) fire(ks *keyState, p *run, gen uint32) {
 		m.wg.Add(1)
 	}
 	ks.shard.mu.Unlock()
-	m.emit(&evs)
 	if r != nil {
-		go m.work(ks, r)
+		defer m.spawn(ks, r) // also if an observer calls runtime.Goexit
 	}
+	m.emit(&evs)
 }
 
 // status is the Status of ks.
@@ -570,6 +606,7 @@ func (m *Manager) status(ks *keyState) Status {
 		Key: ks.key, Live: ks.live,
 		Runs: int(ks.runs), Deployed: int(ks.deployed), Failures: int(ks.failed), Superseded: int(ks.replaced),
 		LastStarted: ks.lastStarted, LastFinished: ks.lastFinished,
+		Baseline: ks.baseline(), Slow: ks.slowNow(),
 	}
 	if ks.errs != nil {
 		s.LastErr, s.StoreErr = ks.errs.last, ks.errs.store
@@ -613,4 +650,7 @@ type Status struct {
 
 	LastStarted  time.Time // start of the last attempt
 	LastFinished time.Time // end of the last attempt
+
+	Baseline Baseline // how long the key's successful deploys took
+	Slow     bool     // the running attempt was reported slow (WithSlowDeploy)
 }

@@ -35,6 +35,7 @@ func TestStatus(t *testing.T) {
 	require.Equal(t, dedup.Status{
 		Key: "web", Live: "v1", Running: "v3", Attempt: 1,
 		Runs: 2, Deployed: 1, Superseded: 1, LastStarted: at(time.Second), LastFinished: at(time.Second),
+		Baseline: dedup.Baseline{Samples: 1, Mean: time.Second, P90: time.Second},
 	}, status(t, m, "web"), "Status while v3 runs")
 
 	clock.Advance(time.Second)
@@ -43,6 +44,7 @@ func TestStatus(t *testing.T) {
 	require.Equal(t, dedup.Status{
 		Key: "web", Live: "v1", Pending: "v3", LastErr: errBoom, Attempt: 1, NextStart: at(2*time.Second + time.Minute),
 		Runs: 2, Deployed: 1, Failures: 1, Superseded: 1, LastStarted: at(time.Second), LastFinished: at(2 * time.Second),
+		Baseline: dedup.Baseline{Samples: 1, Mean: time.Second, P90: time.Second},
 	}, status(t, m, "web"), "Status while v3 waits to retry")
 
 	clock.AdvanceNext()
@@ -59,6 +61,7 @@ func TestStatus(t *testing.T) {
 		Key: "web", Live: "v3",
 		Runs: 3, Deployed: 2, Failures: 1, Superseded: 1,
 		LastStarted: at(2*time.Second + time.Minute), LastFinished: at(3*time.Second + time.Minute),
+		Baseline: dedup.Baseline{Samples: 2, Mean: time.Second, P90: time.Second},
 	}, status(t, m, "web"), "Status after v3 succeeded")
 }
 

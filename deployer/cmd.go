@@ -127,6 +127,15 @@ func (c *Cmd) Deploy(ctx context.Context, key string, rev dedup.Revision) error 
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("deployer: %s not started: %w", c.Name, stopCause(ctx))
 	}
+	if c.Dir != "" {
+		// Checked here, as exec would blame the program for a missing
+		// directory when Name is relative to it.
+		if fi, err := os.Stat(c.Dir); err != nil {
+			return fmt.Errorf("deployer: %s not started: directory: %w", c.Name, err)
+		} else if !fi.IsDir() {
+			return fmt.Errorf("deployer: %s not started: directory %s is not a directory", c.Name, c.Dir)
+		}
+	}
 
 	expand := strings.NewReplacer("{key}", key, "{revision}", string(rev)).Replace
 	name := expand(c.Name)

@@ -382,11 +382,19 @@ func TestCmdStartError(t *testing.T) {
 		{"program not found", deployer.Command("deployer-test-no-such-program"), exec.ErrNotFound},
 		{"path not found", deployer.Command("/nonexistent/deploy.sh"), fs.ErrNotExist},
 		{"dir not found", &deployer.Cmd{Name: "true", Dir: "/nonexistent"}, fs.ErrNotExist},
+		{"dir not found, relative program", &deployer.Cmd{Name: "./deploy.sh", Dir: "/nonexistent/stack"}, fs.ErrNotExist},
+		{"dir is a file", &deployer.Cmd{Name: "true", Dir: "/etc/hostname"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.cmd.Deploy(testContext(t), "web", "v1")
-			require.ErrorIs(t, err, tt.want)
+			require.Error(t, err)
+			if tt.want != nil {
+				require.ErrorIs(t, err, tt.want)
+			}
+			if tt.cmd.Dir != "" && !strings.Contains(err.Error(), tt.cmd.Dir) {
+				t.Errorf("Deploy with Dir %q = %v; want an error that names the directory", tt.cmd.Dir, err)
+			}
 			var ee *deployer.ExitError
 			assert.False(t, errors.As(err, &ee), "a start error is no *ExitError: %v", err)
 		})
@@ -497,4 +505,14 @@ func TestCmdConcurrentDeploys(t *testing.T) {
 func lastLine(b []byte) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return lines[len(lines)-1]
+}
+
+// A nil *Cmd is refused when the Manager is made, not at the first deploy.
+func TestNewRefusesANilCmd(t *testing.T) {
+	if _, err := dedup.New((*deployer.Cmd)(nil)); !errors.Is(err, dedup.ErrInvalid) {
+		t.Errorf("dedup.New((*deployer.Cmd)(nil)) = %v; want ErrInvalid", err)
+	}
+	if _, err := dedup.New((*deployer.HTTPDeployer)(nil)); !errors.Is(err, dedup.ErrInvalid) {
+		t.Errorf("dedup.New((*deployer.HTTPDeployer)(nil)) = %v; want ErrInvalid", err)
+	}
 }

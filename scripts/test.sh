@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v git >/dev/null || need+=(git)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
+# statuspage: its page is checked in a real headless browser.
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
 if ((${#need[@]})); then
 	echo "installing: ${need[*]}" >&2
 	sudo=""
@@ -27,6 +29,11 @@ go test -race -count=1 "$@" ./...
 # The comparison benchmarks live in a module of their own (it pulls
 # client-go): check that they build and run once.
 (cd internal/bench && go vet ./... && go test -run '^$' -bench . -benchtime=1x ./...)
+# promdedup, and examples/webhook which serves its /metrics, are modules of
+# their own (they pull client_golang).
+for mod in promdedup examples/webhook; do
+	(cd "$mod" && go vet ./... && go test -race -count=1 "$@" ./...)
+done
 # pgdedup: a module of its own (pgx). Its tests need PostgreSQL: the server
 # DEDUP_PG_URL names, or the server binaries, with which they run a
 # throwaway cluster as the user postgres in a temp dir.

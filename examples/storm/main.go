@@ -87,10 +87,13 @@ func Print(w io.Writer, sc Scenario, results []Result, verbose bool) {
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "strategy\tdeploys run\tmax concurrent\tlast commit live\tlive after it landed\tstale answers")
+	never := false
 	for _, r := range results {
 		live, after := "no", "never"
 		if r.Live {
 			live, after = "yes", short(r.LiveAfter)
+		} else {
+			never = true
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\n", r.Strategy, len(r.Deploys), r.MaxConcurrent, live, after, r.Stale)
 	}
@@ -100,7 +103,7 @@ func Print(w io.Writer, sc Scenario, results []Result, verbose bool) {
 	fmt.Fprintf(w, "  that ends on a poll ends just after it, as it began just after a poll.\n")
 	fmt.Fprintf(w, "last commit live: %s is what the last deploy to finish deployed.\n", revision(sc.Commits))
 	fmt.Fprintf(w, "stale answers: polls told \"deployed\" by a deploy of an older commit than theirs.\n")
-	if sc.Polls > 0 {
+	if never { // only a row that says "never" needs the footnote
 		fmt.Fprintf(w, "never: not live after %d polls (-polls).\n", sc.Polls)
 	}
 

@@ -215,6 +215,15 @@ func TestHorizon(t *testing.T) {
 	assert.Contains(t, buf.String(), "naive         3            3               no                never                 0")
 }
 
+// The footnote on "never" shows only under a row that says it.
+func TestNeverFootnoteOnlyWhenNeeded(t *testing.T) {
+	sc := Scenario{Interval: 30 * time.Second, Deploy: 2 * time.Minute, Commits: 6, Polls: 12}
+	naive, flight, managed := run(t, sc)
+	var buf bytes.Buffer
+	Print(&buf, sc, []Result{naive, flight, managed}, false)
+	assert.NotContains(t, buf.String(), "never")
+}
+
 func TestNewest(t *testing.T) {
 	sc := Scenario{Interval: time.Minute, Deploy: time.Minute, Commits: 5}
 	tests := []struct {
