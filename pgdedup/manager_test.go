@@ -104,8 +104,14 @@ func TestOneReplica(t *testing.T) {
 		t.Fatalf("actions %v, %v (replaced %q), %v (replaced %q)", t2.Action(), t3.Action(), t3.Replaced(), t4.Action(), t4.Replaced())
 	}
 	st, ok, err := m.Status(context.Background(), "app")
-	if !ok || err != nil || st.Running != "v1" || st.Pending != "v1" || st.Lease.Owner != m.ID() {
-		t.Fatalf("Status = %+v, %v, %v; want v1 running, v1 pending, owned here", st, ok, err)
+	if !ok || err != nil || st.Running != "v1" || st.Pending != "v1" || st.Lease.Owner != m.ID() || st.Lease.Fence != 1 {
+		t.Fatalf("Status = %+v, %v, %v; want v1 running, v1 pending, owned here with fence 1", st, ok, err)
+	}
+	if vs := m.View().Statuses(); len(vs) != 1 || vs[0].Key != "app" || vs[0].Running != "v1" {
+		t.Errorf("View().Statuses() = %+v; want app running v1", vs)
+	}
+	if _, ok := m.View().Status("nope"); ok {
+		t.Error("View().Status(never triggered) reported ok")
 	}
 	c1.finish <- nil
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

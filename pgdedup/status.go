@@ -85,3 +85,37 @@ func (m *Manager) Statuses(ctx context.Context) ([]KeyStatus, error) {
 	}
 	return out, nil
 }
+
+// View is the cluster's state for readers that take no context and expect
+// no error, such as statuspage.Source: each call is one query bounded by
+// 10s, and a failed query reads as no keys (use Status and Statuses for
+// the error). It is safe for concurrent use.
+type View struct{ m *Manager }
+
+// View returns the cluster's state as a View.
+func (m *Manager) View() View { return View{m} }
+
+// Statuses returns every key's dedup.Status, sorted by key; nil if the
+// query failed.
+func (v View) Statuses() []dedup.Status {
+	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
+	defer cancel()
+	sts, err := v.m.Statuses(ctx)
+	if err != nil {
+		return nil
+	}
+	out := make([]dedup.Status, len(sts))
+	for i, st := range sts {
+		out[i] = st.Status
+	}
+	return out
+}
+
+// Status returns key's dedup.Status; ok is false for a key never triggered
+// or if the query failed.
+func (v View) Status(key string) (dedup.Status, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
+	defer cancel()
+	st, ok, err := v.m.Status(ctx, key)
+	return st.Status, ok && err == nil
+}
