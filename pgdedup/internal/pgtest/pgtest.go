@@ -55,7 +55,7 @@ func StartLocal() (*Server, error) {
 		return nil, err
 	}
 	reapStale(bin)
-	dir, err := os.MkdirTemp("", "pgdedup-test-")
+	dir, err := os.MkdirTemp(tempBase(), "pgdedup-test-")
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +227,7 @@ func freePort() (int, error) {
 // reapStale stops and removes the throwaway clusters of processes that no
 // longer exist (a test binary killed by a timeout, say).
 func reapStale(bin string) {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "pgdedup-test-*"))
+	dirs, _ := filepath.Glob(filepath.Join(tempBase(), "pgdedup-test-*"))
 	for _, dir := range dirs {
 		b, err := os.ReadFile(filepath.Join(dir, "owner"))
 		if err != nil {
@@ -243,4 +243,13 @@ func reapStale(bin string) {
 		}
 		s.Stop()
 	}
+}
+
+// tempBase is where clusters go: as root, /tmp, which the user postgres can
+// reach whatever TMPDIR says (it may be under /root); otherwise TMPDIR.
+func tempBase() string {
+	if os.Geteuid() == 0 {
+		return "/tmp"
+	}
+	return os.TempDir()
 }
