@@ -123,7 +123,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, d dedup.Deployer, opts ...Opti
 		wake:      make(chan struct{}, 1),
 	}
 	var err error
-	if m.q, err = parseQueries(cfg.schema, m.channel); err != nil {
+	if m.q, err = parseQueries(cfg.schema); err != nil {
 		return nil, err
 	}
 	if err := m.migrate(ctx); err != nil {

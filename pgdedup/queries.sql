@@ -1,7 +1,8 @@
 -- Every statement pgdedup sends, named by what it does. {{schema}} is
--- replaced by the quoted schema name (WithSchema), {{channel}} by the
--- quoted LISTEN/NOTIFY channel of that schema. Times are the server's
--- clock_timestamp(), so replicas never compare their own clocks.
+-- replaced by the quoted schema name (WithSchema); the LISTEN/NOTIFY
+-- channel of that schema, "dedupdeploy_" and the schema name, is a
+-- parameter of Notify. Times are the server's clock_timestamp(), so
+-- replicas never compare their own clocks.
 --
 -- The invariants:
 --   * keys.fence only grows: ClaimKey's caller sets it to fence+1, nothing

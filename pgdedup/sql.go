@@ -11,8 +11,8 @@ import (
 //go:embed queries.sql
 var queriesSQL string
 
-// queries holds every statement of queries.sql by name, with the schema and
-// channel filled in.
+// queries holds every statement of queries.sql by name, with the schema
+// filled in.
 type queries struct {
 	migrate, migrateLock, keyEnsure, keyLock, keyTryLock, keySave string
 	resultPut, resultsGet, resultsPrune, keysClaimable, nextWake  string
@@ -20,7 +20,7 @@ type queries struct {
 }
 
 // parseQueries splits queries.sql at its "-- name: X" lines.
-func parseQueries(schema, channel string) (queries, error) {
+func parseQueries(schema string) (queries, error) {
 	byName := map[string]string{}
 	var name string
 	var b strings.Builder
@@ -40,7 +40,7 @@ func parseQueries(schema, channel string) (queries, error) {
 		b.WriteByte('\n')
 	}
 	flush()
-	r := strings.NewReplacer("{{schema}}", pgx.Identifier{schema}.Sanitize(), "{{channel}}", pgx.Identifier{channel}.Sanitize())
+	r := strings.NewReplacer("{{schema}}", pgx.Identifier{schema}.Sanitize())
 	var q queries
 	for _, f := range []struct {
 		name string
