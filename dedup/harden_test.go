@@ -185,8 +185,12 @@ func TestGoexitInObserver(t *testing.T) {
 // Deploys that keep failing (or keep being canceled) while newer revisions
 // keep arriving hold no more runs than tickets wait on them.
 func TestFailingStormHoldsBoundedMemory(t *testing.T) {
-	for _, cancel := range []bool{false, true} {
-		t.Run(fmt.Sprintf("cancelInProgress=%v", cancel), func(t *testing.T) {
+	for _, tc := range []struct {
+		cancel bool
+		how    string // how the newer revisions arrive
+	}{{false, "notify"}, {true, "notify"}, {false, "submit"}} {
+		cancel := tc.cancel
+		t.Run(fmt.Sprintf("cancelInProgress=%v/%s", cancel, tc.how), func(t *testing.T) {
 			ctx := testContext(t)
 			const runs = 2000
 			var m *dedup.Manager
@@ -194,11 +198,24 @@ func TestFailingStormHoldsBoundedMemory(t *testing.T) {
 			var maxHeld int
 			d := dedup.DeployFunc(func(dctx context.Context, key string, rev dedup.Revision) error {
 				n++
-				maxHeld = max(maxHeld, dedup.RunsHeld(m, key))
+				if n%100 == 0 {
+					runtime.GC() // tickets dropped by now are gone
+					maxHeld = max(maxHeld, dedup.RunsHeld(m, key))
+				}
 				if n == runs {
 					return nil
 				}
-				if err := m.Notify(key, dedup.Revision(fmt.Sprint("v", n+1))); err != nil {
+				next := dedup.Revision(fmt.Sprint("v", n+1))
+				var err error
+				switch tc.how {
+				case "notify":
+					err = m.Notify(key, next)
+				case "submit":
+					_, _, err = m.Submit(key, next)
+				default:
+					_, err = m.Trigger(key, next) // and the ticket is dropped
+				}
+				if err != nil {
 					return err
 				}
 				if cancel {
@@ -215,7 +232,7 @@ func TestFailingStormHoldsBoundedMemory(t *testing.T) {
 			res := await(ctx, t, trigger(t, m, "web", "v1"))
 			requireResult(t, res, "v1", dedup.Revision(fmt.Sprint("v", runs)), dedup.Superseded)
 			if maxHeld > 2 {
-				t.Errorf("a key held up to %d runs over %d failed runs with one ticket; want at most 2", maxHeld, runs)
+				t.Errorf("a key held up to %d runs over %d failed runs with one ticket held; want at most 2", maxHeld, runs)
 			}
 		})
 	}
@@ -464,5 +481,39 @@ func TestPoliciesOfForgottenKeys(t *testing.T) {
 	}
 	if n := dedup.InternedPolicies(m); n > 256 {
 		t.Errorf("%d policies kept after every key was forgotten; want at most 256", n)
+	}
+}
+
+// Submit says what a trigger did, as a Ticket would, without one.
+func TestSubmit(t *testing.T) {
+	ctx := testContext(t)
+	d := new(deduptest.Deployer)
+	m := newManager(t, d)
+	for _, step := range []struct {
+		rev      dedup.Revision
+		action   dedup.Action
+		replaced dedup.Revision
+	}{
+		{"v1", dedup.ActionStarted, ""},
+		{"v1", dedup.ActionJoinedRunning, ""},
+		{"v2", dedup.ActionQueued, ""},
+		{"v3", dedup.ActionQueued, "v2"},
+		{"v3", dedup.ActionJoinedPending, ""},
+	} {
+		action, replaced, err := m.Submit("web", step.rev)
+		if err != nil || action != step.action || replaced != step.replaced {
+			t.Fatalf("Submit(%q) = %v, %q, %v; want %v, %q", step.rev, action, replaced, err, step.action, step.replaced)
+		}
+	}
+	nextCall(ctx, t, d).Finish(nil)
+	nextCall(ctx, t, d).Finish(nil)
+	if res := await(ctx, t, trigger(t, m, "web", "v3")); res.Revision != "v3" { // joins v3's run or finds it live
+		t.Fatalf("Trigger(v3) = %+v; want v3", res)
+	}
+	if action, _, err := m.Submit("web", "v3"); err != nil || action != dedup.ActionUnchanged {
+		t.Fatalf("Submit(live v3) = %v, %v; want unchanged", action, err)
+	}
+	if _, _, err := m.Submit("web", ""); !errors.Is(err, dedup.ErrInvalid) {
+		t.Fatalf("Submit(empty revision) = %v; want ErrInvalid", err)
 	}
 }

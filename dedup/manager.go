@@ -153,6 +153,15 @@ func (m *Manager) Notify(key string, rev Revision, opts ...TriggerOption) error 
 	return err
 }
 
+// Submit is Notify that also says what the trigger did (as Ticket.Action
+// and Ticket.Replaced say it): the same rules, no Ticket, so nothing is
+// kept for a caller that answers at once and never waits, such as a
+// webhook. Errors as Trigger.
+func (m *Manager) Submit(key string, rev Revision, opts ...TriggerOption) (Action, Revision, error) {
+	_, _, did, err := m.trigger(key, rev, opts, false)
+	return did.action, did.replaced, err
+}
+
 // Deploy triggers rev of key and waits for the result, like Trigger followed
 // by Ticket.Wait. It blocks until the ticket is settled or ctx is done;
 // ctx only bounds the wait, not the deploy.

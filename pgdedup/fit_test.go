@@ -11,5 +11,6 @@ import (
 var (
 	_ poller.Trigger    = (*pgdedup.Manager)(nil)
 	_ webhook.Notifier  = (*pgdedup.Manager)(nil)
+	_ webhook.Submitter = (*pgdedup.Manager)(nil)
 	_ statuspage.Source = pgdedup.View{}
 )

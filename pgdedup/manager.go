@@ -216,6 +216,20 @@ func (m *Manager) Trigger(key string, rev dedup.Revision, opts ...dedup.TriggerO
 	return m.trigger(ctx, key, rev, opts, true)
 }
 
+// Submit is Notify that also says what the trigger did (as Ticket.Action
+// and Ticket.Replaced say it), without a Ticket: for a caller that answers
+// at once and never waits, such as a webhook. It blocks for one
+// transaction (at most 10s). Errors as Notify.
+func (m *Manager) Submit(key string, rev dedup.Revision, opts ...dedup.TriggerOption) (dedup.Action, dedup.Revision, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
+	defer cancel()
+	t, err := m.trigger(ctx, key, rev, opts, false)
+	if err != nil {
+		return 0, "", err
+	}
+	return t.action, t.replaced, nil
+}
+
 // TriggerContext is Trigger with the transaction bounded by ctx instead.
 func (m *Manager) TriggerContext(ctx context.Context, key string, rev dedup.Revision, opts ...dedup.TriggerOption) (*Ticket, error) {
 	return m.trigger(ctx, key, rev, opts, true)

@@ -154,6 +154,52 @@ func TestOneReplica(t *testing.T) {
 	}
 }
 
+// Submit says what a trigger did, as a Ticket would, without one.
+func TestSubmit(t *testing.T) {
+	schema := server(t).Schema(t)
+	g := newGated()
+	m := newManager(t, schema, g)
+	var running *call
+	for _, step := range []struct {
+		rev      dedup.Revision
+		action   dedup.Action
+		replaced dedup.Revision
+	}{
+		{"v1", dedup.ActionStarted, ""},
+		{"v2", dedup.ActionQueued, ""},
+		{"v3", dedup.ActionQueued, "v2"},
+		{"v3", dedup.ActionJoinedPending, ""},
+	} {
+		action, replaced, err := m.Submit("app", step.rev)
+		if err != nil || action != step.action || replaced != step.replaced {
+			t.Fatalf("Submit(%q) = %v, %q, %v; want %v, %q", step.rev, action, replaced, err, step.action, step.replaced)
+		}
+		if step.rev == "v1" {
+			g.next(t, 5*time.Second).finish <- nil
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if r, err := m.Deploy(ctx, "app", "v1"); err != nil || r.Revision != "v1" { // waits for v1's run
+				t.Fatalf("Deploy(v1) = %+v, %v", r, err)
+			}
+			action, _, err := m.Submit("app", "v1")
+			if err != nil || action != dedup.ActionUnchanged {
+				t.Fatalf("Submit(live v1) = %v, %v; want unchanged", action, err)
+			}
+			// From here a deploy runs, so later revisions queue.
+			if _, _, err := m.Submit("app", "v0"); err != nil {
+				t.Fatal(err)
+			}
+			running = g.next(t, 5*time.Second)
+		}
+	}
+	running.finish <- nil
+	if c := g.next(t, 5*time.Second); c.rev != "v3" {
+		t.Fatalf("the follow-up deployed %q; want v3, the newest", c.rev)
+	} else {
+		c.finish <- nil
+	}
+}
+
 func TestCrossReplica(t *testing.T) {
 	schema := server(t).Schema(t)
 	ga, gb := newGated(), newGated()

@@ -24,15 +24,17 @@ type Poller interface {
 }
 
 // Notifier is what direct mode needs: *dedup.Manager has it, and so does
-// any Manager the poller accepts. If it also has Trigger (as
-// *dedup.Manager does), the Handler calls Trigger instead and says in its
-// reply what each trigger did.
+// any Manager the poller accepts. If it is also a Submitter (as
+// *dedup.Manager and *pgdedup.Manager are), the Handler calls Submit
+// instead and says in its reply what each trigger did.
 type Notifier interface {
 	Notify(key string, rev dedup.Revision, opts ...dedup.TriggerOption) error
 }
 
-type triggerer interface {
-	Trigger(key string, rev dedup.Revision, opts ...dedup.TriggerOption) (*dedup.Ticket, error)
+// Submitter is a Notifier that also says what a trigger did, without a
+// ticket that nobody would wait for.
+type Submitter interface {
+	Submit(key string, rev dedup.Revision, opts ...dedup.TriggerOption) (dedup.Action, dedup.Revision, error)
 }
 
 // Defaults of the options.
@@ -89,7 +91,7 @@ type Handler struct {
 	router Router
 	poll   Poller
 	notify Notifier
-	trig   triggerer
+	trig   Submitter
 	config
 	seen *seen
 }
@@ -119,7 +121,7 @@ func NewDirect(p Provider, r Router, target Notifier, opts ...Option) (*Handler,
 	}
 	return newHandler(p, r, opts, func(h *Handler) {
 		h.notify = target
-		h.trig, _ = target.(triggerer)
+		h.trig, _ = target.(Submitter)
 	})
 }
 
@@ -351,9 +353,10 @@ func (h *Handler) act(pushes []Push, reply *Reply) int {
 				kr.Action = "poll"
 				err = h.poll.PollNow(key)
 			case h.trig != nil:
-				var t *dedup.Ticket
-				if t, err = h.trig.Trigger(key, p.Revision); err == nil {
-					kr.Action, kr.Replaced = t.Action().String(), string(t.Replaced())
+				var action dedup.Action
+				var replaced dedup.Revision
+				if action, replaced, err = h.trig.Submit(key, p.Revision); err == nil {
+					kr.Action, kr.Replaced = action.String(), string(replaced)
 				}
 			default:
 				kr.Action = "notified"
@@ -438,3 +441,5 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+var _ Submitter = (*dedup.Manager)(nil)
