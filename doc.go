@@ -23,10 +23,14 @@
 //	p.Watch("web", poller.Git("https://example.com/web.git", "main"), poller.Every(30*time.Second))
 //	go p.Run(ctx)
 //
-//	http.HandleFunc("POST /deploy/{key}", func(w http.ResponseWriter, r *http.Request) {
-//		t, err := m.Trigger(r.PathValue("key"), dedup.Revision(r.FormValue("rev")))
-//		...
-//	})
+//	// A verified GitHub push makes "web" poll at once; the poll, not the
+//	// delivery, decides the revision.
+//	hook, err := webhook.New(webhook.GitHub(secret), webhook.Routes{{Repository: "acme/web", Ref: "main"}: {"web"}}, p)
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	http.Handle("POST /hooks/github", hook)
+//	http.Handle("GET /status/", statuspage.Handler("/status/", m))
 //
 // The packages:
 //
@@ -34,4 +38,11 @@
 //   - dedup/deduptest: a fake Clock and a controllable Deployer for tests.
 //   - poller: watch git remotes, HTTP resources and files, and trigger a Manager.
 //   - deployer: ready Deployers that run a command or call an HTTP endpoint.
+//   - webhook: verified push receivers for git hosts and registries.
+//   - boltstore: a durable Store, so a restart redeploys nothing live.
+//   - statuspage: a read-only status page of a Manager.
+//
+// Two more live in modules of their own, so that this module pulls no
+// driver: promdedup (Prometheus metrics) and pgdedup (the same guarantees
+// across replicas, on PostgreSQL).
 package dedupdeploy

@@ -264,6 +264,8 @@ func TestEventAction(t *testing.T) {
 	nextCall(ctx, t, d).Finish(nil)
 	await(ctx, t, tk)
 	trigger(t, m, "web", "v3")
+	// Events are delivered after the ticket settles: wait for the last.
+	rec.waitFor(ctx, t, "succeeded", ofKind(dedup.EventSucceeded, "v3"))
 
 	type ev struct {
 		Kind     dedup.EventKind

@@ -40,6 +40,11 @@ func (f DeployFunc) Deploy(ctx context.Context, key string, rev Revision) error 
 // Clock is the source of time of a Manager. The default is the time package,
 // so a Manager also works inside a testing/synctest bubble; deduptest.Clock
 // is a fake one that tests advance by hand.
+//
+// The Manager calls Now, AfterFunc and Timer.Stop with the lock of a key
+// held: they must return promptly, must not panic and must not call the
+// Manager. Unlike a Deployer or a Store, a Clock is not guarded: a panic
+// in it leaves that lock held.
 type Clock interface {
 	Now() time.Time
 	// AfterFunc calls f in its own goroutine once d has elapsed, like

@@ -84,8 +84,28 @@
 // that puts them on a command line or in a path must guard against that (see
 // package deployer).
 //
-// The rules above are written once, in the module's internal/keyrules, and
-// shared with pgdedup's Manager, which applies them across replicas on
+// # Deploy time, and the poll interval
+//
+// Each key keeps a Baseline of its successful deploys (Status.Baseline): a
+// weighted mean and the 90th percentile (P90) of the last BaselineWindow,
+// in constant memory per key. WithSlowDeploy(multiple, floor) reports an
+// attempt that runs longer than multiple×P90 and floor, while it runs: one
+// EventSlow (with the baseline and the time it has run) and Status.Slow.
+// It is off by default.
+//
+// Choose a poller's interval from P90. A change goes live at most about
+// Every (until a poll sees it) + P90 (the deploy running when it is seen)
+// + P90 (its own deploy) after it lands. So for a lag target L, poll every
+// L − 2×P90 or less; if that is not positive, the deploy, not the poll, is
+// too slow for L. Polling faster than P90 is harmless here (the triggers
+// coalesce) but buys less lag than it costs the source: Every ≈ P90 is a
+// good default, with webhooks (Poller.PollNow) for changes that must go
+// faster. For example, with P90 = 40s and L = 3m, poll every 100s or
+// less; 1m is a round choice. A slow deploy pushes the lag past that
+// estimate, which is what EventSlow tells, while there is time to act.
+//
+// The rules per key are written once, in the module's internal/keyrules,
+// and shared with pgdedup's Manager, which applies them across replicas on
 // PostgreSQL; this package does the mechanics (locks, tickets, timers,
 // slots, goroutines, events, the Store). Both Managers' model tests check
 // them against the same reference model, internal/refmodel.

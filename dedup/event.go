@@ -55,7 +55,14 @@ func (k EventKind) String() string { return enumName(kindNames[:], uint8(k), "ev
 // Event is a state change of one key, passed to the observer set with
 // WithObserver and logged by the logger set with WithLogger.
 type Event struct {
-	Kind     EventKind     // what happened
+	Kind EventKind // what happened
+	// Action is what a trigger did (as Ticket.Action says), on the one
+	// event each successful Trigger or Notify records first (EventQueued,
+	// EventCoalesced or EventUnchanged); zero on every other event. It
+	// lets an observer count triggers by what they did. (It sits beside
+	// Kind, in what was padding.)
+	Action Action
+
 	Key      string        // to which key
 	Revision Revision      // the revision it happened to
 	Replaced Revision      // the superseded revision (EventCoalesced) or the canceled one (EventCanceled)
@@ -65,12 +72,6 @@ type Event struct {
 	Delay    time.Duration // wait before the next attempt (EventRetrying)
 	Time     time.Time     // when it happened, by the Manager's clock
 	Baseline time.Duration // the key's Baseline.P90 that the attempt was judged against (EventSlow)
-
-	// Action is what a trigger did (as Ticket.Action says), on the one
-	// event each successful Trigger or Notify records first (EventQueued,
-	// EventCoalesced or EventUnchanged); zero on every other event. It
-	// lets an observer count triggers by what they did.
-	Action Action
 
 	// Seq numbers the events of a Manager in the order the state changed.
 	// Events are delivered outside the Manager's locks, so two goroutines

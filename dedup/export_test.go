@@ -33,3 +33,10 @@ func RunsHeld(m *Manager, key string) int {
 	count(ks.pending)
 	return n
 }
+
+// InternedPolicies is how many distinct policies m keeps.
+func InternedPolicies(m *Manager) int {
+	m.policyMu.Lock()
+	defer m.policyMu.Unlock()
+	return len(m.policies)
+}

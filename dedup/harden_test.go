@@ -6,10 +6,12 @@ package dedup_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -183,8 +185,12 @@ func TestGoexitInObserver(t *testing.T) {
 // Deploys that keep failing (or keep being canceled) while newer revisions
 // keep arriving hold no more runs than tickets wait on them.
 func TestFailingStormHoldsBoundedMemory(t *testing.T) {
-	for _, cancel := range []bool{false, true} {
-		t.Run(fmt.Sprintf("cancelInProgress=%v", cancel), func(t *testing.T) {
+	for _, tc := range []struct {
+		cancel bool
+		how    string // how the newer revisions arrive
+	}{{false, "notify"}, {true, "notify"}, {false, "submit"}} {
+		cancel := tc.cancel
+		t.Run(fmt.Sprintf("cancelInProgress=%v/%s", cancel, tc.how), func(t *testing.T) {
 			ctx := testContext(t)
 			const runs = 2000
 			var m *dedup.Manager
@@ -192,11 +198,24 @@ func TestFailingStormHoldsBoundedMemory(t *testing.T) {
 			var maxHeld int
 			d := dedup.DeployFunc(func(dctx context.Context, key string, rev dedup.Revision) error {
 				n++
-				maxHeld = max(maxHeld, dedup.RunsHeld(m, key))
+				if n%100 == 0 {
+					runtime.GC() // tickets dropped by now are gone
+					maxHeld = max(maxHeld, dedup.RunsHeld(m, key))
+				}
 				if n == runs {
 					return nil
 				}
-				if err := m.Notify(key, dedup.Revision(fmt.Sprint("v", n+1))); err != nil {
+				next := dedup.Revision(fmt.Sprint("v", n+1))
+				var err error
+				switch tc.how {
+				case "notify":
+					err = m.Notify(key, next)
+				case "submit":
+					_, _, err = m.Submit(key, next)
+				default:
+					_, err = m.Trigger(key, next) // and the ticket is dropped
+				}
+				if err != nil {
 					return err
 				}
 				if cancel {
@@ -213,7 +232,7 @@ func TestFailingStormHoldsBoundedMemory(t *testing.T) {
 			res := await(ctx, t, trigger(t, m, "web", "v1"))
 			requireResult(t, res, "v1", dedup.Revision(fmt.Sprint("v", runs)), dedup.Superseded)
 			if maxHeld > 2 {
-				t.Errorf("a key held up to %d runs over %d failed runs with one ticket; want at most 2", maxHeld, runs)
+				t.Errorf("a key held up to %d runs over %d failed runs with one ticket held; want at most 2", maxHeld, runs)
 			}
 		})
 	}
@@ -372,4 +391,129 @@ func TestKeyPolicyPanicIsAnError(t *testing.T) {
 		t.Fatalf("Trigger(bad) = %v; want a *PanicError", err)
 	}
 	requireResult(t, await(ctx, t, trigger(t, m, "good", "v1")), "v1", "v1", dedup.Deployed)
+}
+
+// ctxStore is a MemoryStore that, like a Store over a network or a
+// database driver, refuses to work for a done context.
+type ctxStore struct{ dedup.MemoryStore }
+
+func (s *ctxStore) Save(ctx context.Context, key string, rev dedup.Revision) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.MemoryStore.Save(ctx, key, rev)
+}
+
+// A deploy that succeeds after Close's context ended (and canceled it) is
+// saved all the same: else a restart deploys the live revision again.
+func TestSaveAfterCloseCanceled(t *testing.T) {
+	ctx := testContext(t)
+	store := new(ctxStore)
+	rec := newRecorder()
+	entered, finish := make(chan struct{}), make(chan struct{})
+	m, err := dedup.New(dedup.DeployFunc(func(context.Context, string, dedup.Revision) error {
+		close(entered)
+		<-finish // cannot be interrupted: say, a database migration
+		return nil
+	}), dedup.WithStore(store), dedup.WithObserver(rec.observe))
+	require.NoError(t, err)
+	tk := trigger(t, m, "web", "v1")
+	<-entered
+	expired, cancel := context.WithCancel(ctx)
+	cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- m.Close(expired) }()
+	rec.waitFor(ctx, t, "canceled", ofKind(dedup.EventCanceled, "v1")) // Close canceled the deploy's context
+	close(finish)
+	require.ErrorIs(t, <-closed, context.Canceled)
+	requireResult(t, await(ctx, t, tk), "v1", "v1", dedup.Deployed)
+	rev, ok, _ := store.MemoryStore.Load(ctx, "web")
+	if !ok || rev != "v1" {
+		t.Fatalf("Store after the deploy succeeded = %q, %v; want v1 saved", rev, ok)
+	}
+}
+
+// nilErr is an error type whose Error method fails on a nil receiver.
+type nilErr struct{ msg string }
+
+func (e *nilErr) Error() string { return e.msg }
+
+// A Deployer's odd errors (a typed nil whose Error panics, an empty text)
+// still marshal, and still read back as errors.
+func TestJSONOfOddErrors(t *testing.T) {
+	ctx := testContext(t)
+	m := newManager(t, dedup.DeployFunc(func(_ context.Context, key string, _ dedup.Revision) error {
+		if key == "typed-nil" {
+			var e *nilErr
+			return e
+		}
+		return errors.New("")
+	}))
+	for _, key := range []string{"typed-nil", "empty"} {
+		res := await(ctx, t, trigger(t, m, key, "v1"))
+		b, err := json.Marshal(res)
+		require.NoErrorf(t, err, "json.Marshal(Result of %s)", key)
+		var back dedup.Result
+		require.NoError(t, json.Unmarshal(b, &back))
+		require.Equal(t, dedup.Failed, back.Outcome)
+		require.Errorf(t, back.Err, "Result %s read back with Outcome failed and no error", b)
+	}
+	_, err := json.Marshal(m.Statuses())
+	require.NoError(t, err, "json.Marshal(Statuses)")
+	for _, v := range []any{dedup.Result{}, dedup.Status{}, dedup.Event{}} {
+		_, err := json.Marshal(v)
+		require.NoErrorf(t, err, "json.Marshal(%T{})", v)
+	}
+}
+
+// Keys with policies of their own (a timeout per preview environment, say)
+// that come and go do not leave their policies behind.
+func TestPoliciesOfForgottenKeys(t *testing.T) {
+	ctx := testContext(t)
+	m := newManager(t, instant(), dedup.WithKeyPolicy(func(key string) dedup.Policy {
+		n, _ := strconv.Atoi(key)
+		return dedup.Policy{Timeout: time.Duration(n+1) * time.Minute}
+	}))
+	for i := range 1000 {
+		key := strconv.Itoa(i)
+		requireResult(t, await(ctx, t, trigger(t, m, key, "v1")), "v1", "v1", dedup.Deployed)
+		require.Truef(t, m.Forget(key), "Forget(%q)", key)
+	}
+	if n := dedup.InternedPolicies(m); n > 256 {
+		t.Errorf("%d policies kept after every key was forgotten; want at most 256", n)
+	}
+}
+
+// Submit says what a trigger did, as a Ticket would, without one.
+func TestSubmit(t *testing.T) {
+	ctx := testContext(t)
+	d := new(deduptest.Deployer)
+	m := newManager(t, d)
+	for _, step := range []struct {
+		rev      dedup.Revision
+		action   dedup.Action
+		replaced dedup.Revision
+	}{
+		{"v1", dedup.ActionStarted, ""},
+		{"v1", dedup.ActionJoinedRunning, ""},
+		{"v2", dedup.ActionQueued, ""},
+		{"v3", dedup.ActionQueued, "v2"},
+		{"v3", dedup.ActionJoinedPending, ""},
+	} {
+		action, replaced, err := m.Submit("web", step.rev)
+		if err != nil || action != step.action || replaced != step.replaced {
+			t.Fatalf("Submit(%q) = %v, %q, %v; want %v, %q", step.rev, action, replaced, err, step.action, step.replaced)
+		}
+	}
+	nextCall(ctx, t, d).Finish(nil)
+	nextCall(ctx, t, d).Finish(nil)
+	if res := await(ctx, t, trigger(t, m, "web", "v3")); res.Revision != "v3" { // joins v3's run or finds it live
+		t.Fatalf("Trigger(v3) = %+v; want v3", res)
+	}
+	if action, _, err := m.Submit("web", "v3"); err != nil || action != dedup.ActionUnchanged {
+		t.Fatalf("Submit(live v3) = %v, %v; want unchanged", action, err)
+	}
+	if _, _, err := m.Submit("web", ""); !errors.Is(err, dedup.ErrInvalid) {
+		t.Fatalf("Submit(empty revision) = %v; want ErrInvalid", err)
+	}
 }

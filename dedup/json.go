@@ -59,18 +59,22 @@ type textError string
 
 func (e textError) Error() string { return string(e) }
 
-func errText(err error) string {
+// errText is the text of err, nil for no error: an error whose text is
+// empty still reads back as an error. fmt, not err.Error, makes the text,
+// as fmt survives an Error method that panics (a typed nil, say).
+func errText(err error) *string {
 	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
-func textErr(s string) error {
-	if s == "" {
 		return nil
 	}
-	return textError(s)
+	s := fmt.Sprint(err)
+	return &s
+}
+
+func textErr(s *string) error {
+	if s == nil {
+		return nil
+	}
+	return textError(*s)
 }
 
 // duration is a time.Duration that marshals as "1.5s".
@@ -92,7 +96,7 @@ type statusJSON struct {
 	Live         Revision      `json:"live,omitempty"`
 	Running      Revision      `json:"running,omitempty"`
 	Pending      Revision      `json:"pending,omitempty"`
-	LastErr      string        `json:"last_error,omitempty"`
+	LastErr      *string       `json:"last_error,omitempty"`
 	Attempt      int           `json:"attempt,omitempty"`
 	Queued       bool          `json:"queued,omitempty"`
 	NextStart    time.Time     `json:"next_start,omitzero"`
@@ -100,7 +104,7 @@ type statusJSON struct {
 	Deployed     int           `json:"deployed"`
 	Failures     int           `json:"failures"`
 	Superseded   int           `json:"superseded"`
-	StoreErr     string        `json:"store_error,omitempty"`
+	StoreErr     *string       `json:"store_error,omitempty"`
 	LastStarted  time.Time     `json:"last_started,omitzero"`
 	LastFinished time.Time     `json:"last_finished,omitzero"`
 	Baseline     *baselineJSON `json:"baseline,omitempty"`
@@ -162,7 +166,7 @@ type resultJSON struct {
 	Requested Revision  `json:"requested"`
 	Revision  Revision  `json:"revision,omitempty"`
 	Outcome   Outcome   `json:"outcome,omitzero"`
-	Err       string    `json:"error,omitempty"`
+	Err       *string   `json:"error,omitempty"`
 	Attempts  int       `json:"attempts,omitempty"`
 	Started   time.Time `json:"started,omitzero"`
 	Finished  time.Time `json:"finished,omitzero"`
@@ -194,12 +198,12 @@ func (r *Result) UnmarshalJSON(b []byte) error {
 type eventJSON struct {
 	Seq      uint64    `json:"seq"`
 	Time     time.Time `json:"time,omitzero"`
-	Kind     EventKind `json:"kind"`
+	Kind     EventKind `json:"kind,omitzero"`
 	Key      string    `json:"key"`
 	Revision Revision  `json:"revision,omitempty"`
 	Replaced Revision  `json:"replaced,omitempty"`
 	Attempt  int       `json:"attempt,omitempty"`
-	Err      string    `json:"error,omitempty"`
+	Err      *string   `json:"error,omitempty"`
 	Duration duration  `json:"duration,omitzero"`
 	Delay    duration  `json:"delay,omitzero"`
 	Baseline duration  `json:"baseline,omitzero"`

@@ -161,6 +161,15 @@ func (m *Manager) Notify(key string, rev Revision, opts ...TriggerOption) error 
 	return err
 }
 
+// Submit is Notify that also says what the trigger did (as Ticket.Action
+// and Ticket.Replaced say it): the same rules, no Ticket, so nothing is
+// kept for a caller that answers at once and never waits, such as a
+// webhook. Errors as Trigger.
+func (m *Manager) Submit(key string, rev Revision, opts ...TriggerOption) (Action, Revision, error) {
+	_, _, did, err := m.trigger(key, rev, opts, false)
+	return did.action, did.replaced, err
+}
+
 // Deploy triggers rev of key and waits for the result, like Trigger followed
 // by Ticket.Wait. It blocks until the ticket is settled or ctx is done;
 // ctx only bounds the wait, not the deploy.
@@ -269,9 +278,15 @@ func (m *Manager) intern(p Policy) *policy {
 		CancelInProgress: p.CancelInProgress,
 	}}
 	q.timed = q.rules.Timed()
-	m.policies[p] = q
+	if len(m.policies) < maxInterned {
+		// Beyond this many distinct policies (say, a timeout computed
+		// per key), keys keep their own copy, which Forget frees.
+		m.policies[p] = q
+	}
 	return q
 }
+
+const maxInterned = 256
 
 // policy is an interned Policy, with its defaults filled in, and the part
 // of it the per-key rules read.
@@ -332,7 +347,7 @@ func (m *Manager) Status(key string) (Status, bool) {
 // Statuses returns the state of every key triggered and not forgotten,
 // sorted by key.
 func (m *Manager) Statuses() []Status {
-	var out []Status
+	out := []Status{} // not nil: its JSON is [], not null
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
@@ -608,8 +623,22 @@ func (m *Manager) loadStore(key string) (rev Revision, ok bool, err error) {
 
 func (m *Manager) saveStore(key string, rev Revision) (err error) {
 	defer recoverInto(&err)
-	return m.store.Save(m.base, key, rev)
+	ctx := m.base
+	if ctx.Err() != nil {
+		// Close's context ended, but the deploy succeeded all the same:
+		// it must be recorded, or a restart deploys it again. The Save
+		// gets a bounded time of its own.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), SaveAfterCloseTimeout)
+		defer cancel()
+	}
+	return m.store.Save(ctx, key, rev)
 }
+
+// SaveAfterCloseTimeout bounds the Store's Save of a deploy that succeeded
+// after Close's context ended and canceled it: the deploy happened, so it
+// is saved, within this time. Close waits for it.
+const SaveAfterCloseTimeout = 10 * time.Second
 
 // loaded records what the Store said of ks before its first deploy
 // (keyrules.Loaded). It reports whether r was settled without a deploy. It

@@ -222,6 +222,10 @@ func WithKeyPolicy(f func(key string) Policy) Option {
 // handler; the other events are still delivered and the Manager goes on.
 // If f calls runtime.Goexit, the events not yet delivered from that change
 // are lost; the change itself, and every run it started, is not.
+//
+// f must not wait for a deploy (Manager.Deploy, Ticket.Wait): the run it
+// would wait for may be the next one of the goroutine that delivers the
+// event, which then waits for itself. Trigger or Notify and return.
 func WithObserver(f func(Event)) Option {
 	return func(cfg *config) {
 		if f == nil {

@@ -57,7 +57,7 @@ type keyState struct {
 	running *run
 	pending *run
 
-	errs     *keyErrs // nil until the key's first error or second success
+	errs     *keyErrs // nil until the key's first error, second success or first slow watch
 	runs     uint32   // attempts started
 	deployed uint32
 	failed   uint32 // attempts failed

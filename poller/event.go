@@ -14,19 +14,20 @@ type EventKind uint8
 
 // The kinds of Event.
 const (
-	// EventPolled: the source reported the revision seen before; nothing
-	// was triggered.
+	// EventPolled: the source reported the revision seen before, and the
+	// Trigger accepted it again (a Manager deploys it only if it is not
+	// live, e.g. after a failed deploy).
 	EventPolled EventKind = iota + 1
 	// EventChanged: the source reported a revision different from the one
-	// seen before (Previous; empty at the first poll) and the Trigger
-	// accepted it.
+	// the Trigger last accepted (Previous; empty at the first poll) and the
+	// Trigger accepted it.
 	EventChanged
 	// EventError: the source failed (Err). The next poll is after Delay,
 	// which backs off with Failures.
 	EventError
-	// EventTriggerFailed: the source reported a new revision but the
-	// Trigger refused it (Err), e.g. because the Manager is closed. The
-	// revision is triggered again at the next poll that sees it.
+	// EventTriggerFailed: the source reported a revision but the Trigger
+	// refused it (Err), e.g. because the Manager is closed. The revision is
+	// handed over again at the next poll that sees it.
 	EventTriggerFailed
 )
 

@@ -26,7 +26,8 @@ func fakeGit(t *testing.T, script string) string {
 }
 
 // TestGitInvocation: git gets the arguments as separate words after "--",
-// and GIT_TERMINAL_PROMPT=0 even if Env says otherwise.
+// limited to branches and tags, and GIT_TERMINAL_PROMPT=0 even if Env says
+// otherwise.
 func TestGitInvocation(t *testing.T) {
 	const sha = "0123456789abcdef0123456789abcdef01234567"
 	argsFile := filepath.Join(t.TempDir(), "args")
@@ -41,7 +42,7 @@ exit 0
 	require.Equal(t, dedup.Revision(sha), rev)
 	args, err := os.ReadFile(argsFile)
 	require.NoError(t, err)
-	require.Equal(t, []string{"ls-remote", "--", remote, "refs/heads/main", "refs/tags/main", "refs/tags/main^{}"},
+	require.Equal(t, []string{"ls-remote", "--heads", "--tags", "--", remote, "refs/heads/main", "refs/tags/main", "refs/tags/main^{}"},
 		strings.Split(strings.TrimSuffix(string(args), "\n"), "\n"))
 }
 

@@ -35,9 +35,8 @@ func testContext(t testing.TB) context.Context {
 
 // triggered is one call of a recorder.
 type triggered struct {
-	key    string
-	rev    dedup.Revision
-	notify bool // through Notify rather than Trigger
+	key string
+	rev dedup.Revision
 }
 
 // recorder is a Trigger that records what it is handed. It returns err (nil
@@ -55,8 +54,8 @@ func (r *recorder) record(c triggered) error {
 	return r.err
 }
 
-func (r *recorder) Trigger(key string, rev dedup.Revision, _ ...dedup.TriggerOption) (*dedup.Ticket, error) {
-	return nil, r.record(triggered{key: key, rev: rev})
+func (r *recorder) Notify(key string, rev dedup.Revision, _ ...dedup.TriggerOption) error {
+	return r.record(triggered{key: key, rev: rev})
 }
 
 func (r *recorder) setErr(err error) {
@@ -82,13 +81,6 @@ func (r *recorder) all() []triggered {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]triggered(nil), r.calls...)
-}
-
-// notifyRecorder is a recorder that is also a poller.Notifier.
-type notifyRecorder struct{ recorder }
-
-func (r *notifyRecorder) Notify(key string, rev dedup.Revision, _ ...dedup.TriggerOption) error {
-	return r.record(triggered{key: key, rev: rev, notify: true})
 }
 
 // scripted is a Source whose every call is handed to the test, which answers

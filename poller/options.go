@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"time"
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
@@ -20,6 +21,7 @@ type config struct {
 	clock    dedup.Clock
 	observer func(Event)
 	logger   *slog.Logger
+	client   *http.Client
 	errs     []error
 }
 
@@ -32,9 +34,11 @@ func (c *config) errorf(format string, args ...any) {
 // package; pass a *deduptest.Clock (the Manager's, if it has one) to test
 // polling without waiting.
 //
-// On such a clock a watched key has one timer armed while it waits for its
-// next poll; while it polls it has none, except the timer of its Timeout
-// (default Every), which is stopped as soon as Source.Latest returns.
+// On such a clock the Poller has one timer armed while Run runs and a key
+// waits for its next poll: for the earliest of the waiting keys (keys due at
+// the same instant start together when it fires). A polling key adds the
+// timer of its Timeout (default Every), which is stopped as soon as
+// Source.Latest returns.
 func WithClock(c dedup.Clock) Option {
 	return func(cfg *config) {
 		if c == nil {
@@ -69,6 +73,20 @@ func WithLogger(l *slog.Logger) Option {
 			return
 		}
 		cfg.logger = l
+	}
+}
+
+// WithHTTPClient sets the client that git sources on http:// and https://
+// remotes use when their own Client is nil (the default is a client of this
+// package with keep-alive connections). Keep-alive is what makes a poll
+// cheap: one request on an open connection instead of a TLS handshake.
+func WithHTTPClient(c *http.Client) Option {
+	return func(cfg *config) {
+		if c == nil {
+			cfg.errorf("nil HTTP client")
+			return
+		}
+		cfg.client = c
 	}
 }
 

@@ -2,15 +2,19 @@ package poller
 
 import (
 	"cmp"
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
 	"github.com/dedupdeploy/dedupdeploy/internal/clockctx"
@@ -32,17 +36,26 @@ type SourceFunc func(ctx context.Context) (dedup.Revision, error)
 // Latest calls f(ctx).
 func (f SourceFunc) Latest(ctx context.Context) (dedup.Revision, error) { return f(ctx) }
 
-// Trigger is what a Poller hands new revisions to. *dedup.Manager satisfies
-// it. The Poller never waits for the returned ticket.
+// Trigger is what a Poller hands the revisions it finds to: the Notify
+// method of a Manager. *dedup.Manager satisfies it, and so does any type
+// with the same method (a Manager on several replicas, a wrapper that
+// routes keys, a test double); NotifyFunc adapts a function.
+//
+// The Poller calls Notify after every successful poll, with the revision the
+// source reported, changed or not (polling is level-triggered): a Manager
+// answers a live revision as unchanged at almost no cost, and a revision
+// whose deploy failed is deployed again. Notify must not block for long: the
+// next poll of the key waits for it, and so do Watch and Unwatch of the key.
 type Trigger interface {
-	Trigger(key string, rev dedup.Revision, opts ...dedup.TriggerOption) (*dedup.Ticket, error)
+	Notify(key string, rev dedup.Revision, opts ...dedup.TriggerOption) error
 }
 
-// Notifier is a Trigger that can also be told of a revision without making a
-// ticket nobody waits for. If the Trigger given to New is a Notifier (as
-// *dedup.Manager is), the Poller calls Notify instead of Trigger.
-type Notifier interface {
-	Notify(key string, rev dedup.Revision, opts ...dedup.TriggerOption) error
+// NotifyFunc adapts a function to the Trigger interface.
+type NotifyFunc func(key string, rev dedup.Revision, opts ...dedup.TriggerOption) error
+
+// Notify calls f(key, rev, opts...).
+func (f NotifyFunc) Notify(key string, rev dedup.Revision, opts ...dedup.TriggerOption) error {
+	return f(key, rev, opts...)
 }
 
 // Sentinel errors, tested with errors.Is.
@@ -52,15 +65,22 @@ var (
 	// ErrRunning is returned by Run while another call of Run has not
 	// returned.
 	ErrRunning = errors.New("poller: already running")
+	// ErrGoexit is wrapped by the error of a poll whose Source, Trigger or
+	// observer called runtime.Goexit (as t.FailNow and require.* do in a
+	// test): the poll fails with it, and the key goes on being polled. It
+	// is dedup.ErrGoexit, so one errors.Is test covers a Manager and a
+	// Poller.
+	ErrGoexit = dedup.ErrGoexit
 )
 
-// Poller polls a Source per watched key and triggers the key whenever its
-// revision changes. Per key, a poll never overlaps the previous poll of the
-// key; an idle key costs an armed timer and no goroutine. A Poller is safe
+// Poller polls a Source per watched key and hands the key's revision to the
+// Trigger after every successful poll. Per key, a poll never overlaps the previous poll of the
+// key; an idle key costs a place in the Poller's timer heap and no
+// goroutine. A Poller is safe
 // for concurrent use. Make one with New, add keys with Watch, and call Run.
 type Poller struct {
 	trigger  Trigger
-	notifier Notifier // trigger, if it is a Notifier
+	client   *http.Client // of git sources without a Client of their own
 	clock    dedup.Clock
 	observer func(Event)
 	logger   *slog.Logger
@@ -73,26 +93,37 @@ type Poller struct {
 	mu        sync.Mutex
 	delivered sync.Cond // on mu: a key finished handing a revision to the Trigger
 	keys      map[string]*keyState
-	settings  map[settings]*settings // one copy of each distinct settings
-	running   bool                   // a Run has started and not returned
-	live      bool                   // polls may start: Run runs and its ctx is not done
-	base      context.Context        // while live: Run's context, the parent of every poll's context
+	settings  map[settings]*settings  // one copy of each distinct settings
+	remotes   map[string]*remoteGroup // keys whose sources share requests, by remote
+	flight    singleflight.Group      // requests to a remote in flight
+	running   bool                    // a Run has started and not returned
+	live      bool                    // polls may start: Run runs and its ctx is not done
+	base      context.Context         // while live: Run's context, the parent of every poll's context
+
+	// The keys waiting for their next poll are in one heap, earliest
+	// first, and one timer of the clock is armed for the earliest: a key
+	// costs a place in the heap rather than a timer of its own.
+	waiting timerHeap
+	wake    dedup.Timer // armed for wakeAt while a key waits and Run runs
+	wakeAt  time.Time
+	wakeSeq uint64 // bumped when wake is armed: a stale callback does nothing
 }
 
 // keyState is the polling state of one key. Its fields are guarded by
 // Poller.mu.
 //
-// A key is either waiting for its timer (timer set), polling (a goroutine
-// calls Source.Latest), or, outside Run, neither. A key that is unwatched
+// A key is either waiting for its next poll (in the heap), polling (a
+// goroutine calls Source.Latest), or, outside Run, neither. A key that is unwatched
 // while it polls stays in the map, unwatched, until its poll ends.
 type keyState struct {
 	key    string
 	src    Source
 	set    *settings
-	timer  dedup.Timer
 	cancel context.CancelFunc // of the running poll
+	group  *remoteGroup       // of a source that shares requests per remote, while watched
+	wants  []string           // what the source needs from its group's remote
 	gen    uint32             // bumped by Watch and Unwatch: a poll of an older generation is dropped
-	seq    uint32             // bumped when the timer is armed: a stale timer callback does nothing
+	slot   int32              // 1 + index in Poller.waiting while the key waits there, else 0
 
 	watched    bool
 	polling    bool
@@ -103,14 +134,14 @@ type keyState struct {
 	err      error
 	failures int
 	polled   time.Time // when the last poll ended
-	next     time.Time // when the timer is due
+	next     time.Time // when the next poll is due, while waiting
 }
 
-// New returns a Poller that hands the new revisions it finds to t. It
-// panics if t is nil. A bad option does not make New fail: Watch and Run
+// New returns a Poller that hands the revisions it finds to t. It panics if
+// t is nil. A bad option does not make New fail: Watch and Run
 // report it, so it cannot go unnoticed.
 func New(t Trigger, opts ...Option) *Poller {
-	if t == nil {
+	if f, ok := t.(NotifyFunc); t == nil || (ok && f == nil) {
 		panic("poller: nil Trigger")
 	}
 	cfg := config{clock: dedup.SystemClock{}}
@@ -127,20 +158,20 @@ func New(t Trigger, opts ...Option) *Poller {
 		observer: cfg.observer,
 		logger:   cfg.logger,
 		err:      errors.Join(cfg.errs...),
+		client:   cfg.client,
 		keys:     make(map[string]*keyState),
 		settings: make(map[settings]*settings),
+		remotes:  make(map[string]*remoteGroup),
 	}
-	p.notifier, _ = t.(Notifier)
 	p.delivered.L = &p.mu
 	return p
 }
 
 // Watch starts watching key: while Run runs, src is polled as the options
-// say (by default every minute, with 10% jitter), and every revision that
-// differs from the one seen before is triggered. The first poll comes
-// promptly (after a random delay of up to Jitter×Every), and the first
-// revision it finds is triggered: a Manager that has it live already answers
-// Unchanged. Watch called before Run takes effect when Run starts.
+// say (by default every minute, with 10% jitter), and every revision it
+// reports is handed to the Trigger. The first poll comes promptly (after a
+// random delay of up to Jitter×Every): a Manager that has its revision live
+// already answers Unchanged. Watch called before Run takes effect when Run starts.
 //
 // Watching a key that is watched already replaces its source and options,
 // as Unwatch followed by Watch would: a poll of the old source still running
@@ -187,6 +218,9 @@ func (p *Poller) Watch(key string, src Source, opts ...WatchOption) error {
 		ks.last, ks.err, ks.failures, ks.polled = "", nil, 0, time.Time{}
 	}
 	ks.src, ks.set, ks.watched = src, p.intern(set), true
+	if rs, ok := src.(remoteSource); ok {
+		p.join(ks, rs)
+	}
 	if p.live && !ks.polling {
 		p.arm(ks, ks.set.first())
 	}
@@ -230,6 +264,7 @@ func (p *Poller) Unwatch(key string) {
 // forget stops what ks was doing for its current generation: its timer, its
 // poll, a PollNow that waits. It is called with p.mu held.
 func (p *Poller) forget(ks *keyState) {
+	p.leave(ks)
 	ks.gen++
 	ks.due = false
 	p.disarm(ks)
@@ -258,7 +293,7 @@ func (p *Poller) PollNow(key string) error {
 		return nil
 	}
 	p.disarm(ks)
-	p.start(ks)
+	p.start(ks, true)
 	return nil
 }
 
@@ -296,7 +331,7 @@ func (p *Poller) Run(ctx context.Context) error {
 		switch {
 		case !ks.watched, ks.polling:
 		case ks.due:
-			p.start(ks)
+			p.start(ks, true)
 		default:
 			p.arm(ks, ks.set.first())
 		}
@@ -307,9 +342,12 @@ func (p *Poller) Run(ctx context.Context) error {
 
 	p.mu.Lock()
 	p.live, p.base = false, nil
-	for _, ks := range p.keys {
-		p.disarm(ks)
+	for _, ks := range p.waiting {
+		ks.slot = 0
 	}
+	clear(p.waiting)
+	p.waiting = p.waiting[:0]
+	p.rewake()
 	p.mu.Unlock()
 	cancel() // every running poll
 	p.wg.Wait()
@@ -358,7 +396,7 @@ func (p *Poller) Statuses() []Status {
 
 func (ks *keyState) status() Status {
 	st := Status{Key: ks.key, Revision: ks.last, Err: ks.err, Failures: ks.failures, Polling: ks.polling, Polled: ks.polled}
-	if ks.timer != nil {
+	if ks.slot != 0 {
 		st.Next = ks.next
 	}
 	return st
@@ -373,114 +411,214 @@ func (p *Poller) intern(s settings) *settings {
 	return q
 }
 
-// arm sets the timer of ks to start its next poll after d. It is called with
-// p.mu held, while p.live.
+// arm puts ks in the heap of waiting keys, to start its next poll after d.
+// It is called with p.mu held, while p.live.
 func (p *Poller) arm(ks *keyState, d time.Duration) {
-	ks.seq++
-	seq := ks.seq
-	p.wg.Add(1)
 	ks.next = p.clock.Now().Add(d)
-	ks.timer = p.clock.AfterFunc(d, func() { p.fire(ks, seq) })
+	heap.Push(&p.waiting, ks)
+	p.rewake()
 }
 
-// disarm stops the timer of ks, if armed. It is called with p.mu held.
+// disarm takes ks out of the heap of waiting keys, if it is there. It is
+// called with p.mu held.
 func (p *Poller) disarm(ks *keyState) {
-	if ks.timer == nil {
+	if ks.slot == 0 {
 		return
 	}
-	if ks.timer.Stop() {
-		p.wg.Done() // else the callback runs and calls Done
-	}
-	ks.timer = nil
+	heap.Remove(&p.waiting, int(ks.slot-1))
+	p.rewake()
 }
 
-// fire is the timer callback. It never blocks for long: a fake clock calls it
-// from the goroutine that advances time.
-func (p *Poller) fire(ks *keyState, seq uint32) {
+// rewake arms the Poller's timer for the earliest waiting key, unless it is
+// armed for that time already, and stops it when no key waits or Run ends.
+// It is called with p.mu held.
+func (p *Poller) rewake() {
+	var at time.Time
+	if len(p.waiting) > 0 && p.live {
+		at = p.waiting[0].next
+	}
+	if p.wake != nil {
+		if !at.IsZero() && at.Equal(p.wakeAt) {
+			return
+		}
+		if p.wake.Stop() {
+			p.wg.Done() // else the callback runs, finds itself stale, and calls Done
+		}
+		p.wake = nil
+	}
+	if at.IsZero() {
+		return
+	}
+	p.wakeSeq++
+	seq := p.wakeSeq
+	p.wakeAt = at
+	p.wg.Add(1)
+	p.wake = p.clock.AfterFunc(max(at.Sub(p.clock.Now()), 0), func() { p.fire(seq) })
+}
+
+// fire is the callback of the Poller's timer: it starts the polls that are
+// due. It never blocks for long: a fake clock calls it from the goroutine
+// that advances time.
+func (p *Poller) fire(seq uint64) {
 	defer p.wg.Done()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if ks.timer == nil || ks.seq != seq || !p.live {
+	if p.wake == nil || p.wakeSeq != seq {
 		return // stopped, or re-armed, after it fell due
 	}
-	ks.timer = nil
-	p.start(ks)
+	p.wake = nil
+	now := p.clock.Now()
+	for p.live && len(p.waiting) > 0 && !p.waiting[0].next.After(now) {
+		p.start(heap.Pop(&p.waiting).(*keyState), false)
+	}
+	p.rewake()
 }
 
-// start starts a poll of ks in its own goroutine. It is called with p.mu
-// held, while p.live and no poll of ks runs.
-func (p *Poller) start(ks *keyState) {
+// timerHeap is the keys waiting for their next poll, a min-heap by the time
+// it is due (container/heap).
+type timerHeap []*keyState
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].slot, h[j].slot = int32(i+1), int32(j+1)
+}
+
+func (h *timerHeap) Push(x any) {
+	ks := x.(*keyState)
+	ks.slot = int32(len(*h) + 1)
+	*h = append(*h, ks)
+}
+
+func (h *timerHeap) Pop() any {
+	old := *h
+	ks := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	ks.slot = 0
+	return ks
+}
+
+// start starts a poll of ks in its own goroutine; asked (by PollNow) means
+// the poll must ask the source afresh, never reuse another key's answer. It
+// is called with p.mu held, while p.live and no poll of ks runs.
+func (p *Poller) start(ks *keyState, asked bool) {
 	ctx, cancel := p.pollContext(ks.set.timeout)
 	ks.polling, ks.cancel, ks.due = true, cancel, false
 	p.wg.Add(1)
-	go p.poll(ctx, cancel, ks, ks.gen, ks.src, ks.set)
+	r := &pollRun{ctx: ctx, cancel: cancel, base: p.base, ks: ks, gen: ks.gen, src: ks.src, set: ks.set,
+		group: ks.group, wants: ks.wants, asked: asked, start: p.clock.Now()}
+	go p.poll(r)
 }
 
-// poll runs one poll of ks and hands a new revision to the Trigger. The
-// state of ks is updated in three steps, so that no lock is held while user
-// code runs: record what the source said, record what the Trigger said, and
-// (after the event is delivered) schedule the next poll.
-func (p *Poller) poll(ctx context.Context, cancel context.CancelFunc, ks *keyState, gen uint32, src Source, set *settings) {
-	defer p.wg.Done()
-	start := p.clock.Now()
-	rev, err := latest(ctx, src)
-	if err != nil && set.timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		err = timeoutError(set.timeout, err)
+// pollRun is one poll of a key, from its start to its settling. The poll
+// goes through three steps (ask the source, hand the revision to the
+// Trigger, deliver the event), each of which calls user code; if that code
+// calls runtime.Goexit, the goroutine ends and the next step runs in a new
+// one, which takes over the poll's count in p.wg.
+type pollRun struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	base   context.Context // Run's context, parent of a request shared with other keys
+	ks     *keyState
+	gen    uint32
+	src    Source
+	set    *settings
+	group  *remoteGroup // of a source that shares requests per remote
+	wants  []string     // the refs the source needs from its group's remote
+	asked  bool         // by PollNow: a request of its own, not another key's answer
+	start  time.Time
+}
+
+// poll runs one poll of r.ks. The state of the key is updated in steps, so
+// that no lock is held while user code runs: record what the source said,
+// record what the Trigger said, and (after the event is delivered) schedule
+// the next poll.
+func (p *Poller) poll(r *pollRun) {
+	rev, at, err := p.latest(r)
+	p.polled(r, rev, at, err)
+}
+
+// polled records what the source of r reported and hands a revision to the
+// Trigger. at is, for an answer that another key's request fetched, when that
+// request started; the key's next poll is counted from then.
+func (p *Poller) polled(r *pollRun, rev dedup.Revision, at time.Time, err error) {
+	if err != nil && r.set.timeout > 0 && errors.Is(r.ctx.Err(), context.DeadlineExceeded) {
+		err = timeoutError(r.set.timeout, err)
 	}
-	cancel()
+	r.cancel()
 	end := p.clock.Now()
 
+	ks := r.ks
 	p.mu.Lock()
-	if ks.gen != gen || !p.live {
+	if ks.gen != r.gen || !p.live {
 		// Unwatched, replaced, or Run is ending: the result is stale.
-		p.settle(ks, gen, 0)
+		p.settle(ks, r.gen, 0)
 		p.mu.Unlock()
+		p.wg.Done()
 		return
 	}
-	ev := Event{Key: ks.key, Revision: rev, Duration: end.Sub(start), Time: end}
-	changed := false
+	ev := Event{Key: ks.key, Revision: rev, Duration: end.Sub(r.start), Time: end}
 	ks.polled = end
 	if err != nil {
 		ks.failures++
 		ks.err = err
 		ev.Kind, ev.Err, ev.Failures = EventError, err, ks.failures
-		ev.Delay = set.backoff(ks.failures)
-	} else {
-		ks.failures, ks.err = 0, nil
-		ev.Delay = set.interval()
-		if rev == ks.last {
-			ev.Kind = EventPolled
-		} else {
-			ev.Previous = ks.last
-			ks.delivering, changed = true, true
-		}
-	}
-	p.mu.Unlock()
-
-	if changed {
-		terr := p.deliver(ev.Key, rev)
-		p.mu.Lock()
-		ks.delivering = false
-		p.delivered.Broadcast()
-		if ks.gen == gen {
-			if terr != nil {
-				ks.err = terr
-			} else {
-				ks.last = rev
-			}
-		}
+		ev.Delay = r.set.backoff(ks.failures)
 		p.mu.Unlock()
+		p.finish(r, ev)
+		return
+	}
+	ks.failures, ks.err = 0, nil
+	ev.Delay = r.set.interval()
+	if !at.IsZero() {
+		// Keys that share a remote count their interval from the request
+		// that served them, so that they stay in one round.
+		ev.Delay = max(ev.Delay-end.Sub(at), 0)
+	}
+	ev.Kind = EventPolled
+	if rev != ks.last {
+		ev.Kind, ev.Previous = EventChanged, ks.last
+	}
+	ks.delivering = true
+	p.mu.Unlock()
+
+	terr := p.deliver(r, ev)
+	p.answered(r, ev, terr)
+}
+
+// answered records what the Trigger answered to ev.Revision.
+func (p *Poller) answered(r *pollRun, ev Event, terr error) {
+	ks := r.ks
+	p.mu.Lock()
+	ks.delivering = false
+	p.delivered.Broadcast()
+	if ks.gen == r.gen {
 		if terr != nil {
-			ev.Kind, ev.Err = EventTriggerFailed, terr
+			ks.err = terr
 		} else {
-			ev.Kind = EventChanged
+			ks.last = ev.Revision
 		}
 	}
-	p.emit(ev)
-
-	p.mu.Lock()
-	p.settle(ks, gen, ev.Delay)
 	p.mu.Unlock()
+	if terr != nil {
+		ev.Kind, ev.Err = EventTriggerFailed, terr
+	}
+	p.finish(r, ev)
+}
+
+// finish delivers ev and schedules the next poll of the key.
+func (p *Poller) finish(r *pollRun, ev Event) {
+	p.emit(r, ev)
+	p.settleRun(r, ev.Delay)
+}
+
+func (p *Poller) settleRun(r *pollRun, delay time.Duration) {
+	p.mu.Lock()
+	p.settle(r.ks, r.gen, delay)
+	p.mu.Unlock()
+	p.wg.Done()
 }
 
 // settle ends the poll of generation gen of ks and schedules what comes
@@ -493,7 +631,7 @@ func (p *Poller) settle(ks *keyState, gen uint32, delay time.Duration) {
 	case !p.live:
 		// Run is ending; the next Run schedules ks again.
 	case ks.due:
-		p.start(ks)
+		p.start(ks, true)
 	case ks.gen != gen:
 		p.arm(ks, ks.set.first()) // replaced while it polled
 	default:
@@ -501,58 +639,98 @@ func (p *Poller) settle(ks *keyState, gen uint32, delay time.Duration) {
 	}
 }
 
-// latest calls src.Latest, turning a panic into an error and an invalid
-// revision into an error.
-func latest(ctx context.Context, src Source) (rev dedup.Revision, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			rev, err = "", &panicError{what: "source", value: v, stack: debug.Stack()}
+// latest asks the source of r for its revision, turning a panic and an
+// invalid revision into an error. If the source calls runtime.Goexit, latest
+// does not return: the poll goes on in a new goroutine.
+func (p *Poller) latest(r *pollRun) (rev dedup.Revision, at time.Time, err error) {
+	err = guard("source", func() error {
+		var err error
+		if r.group != nil {
+			rev, at, err = p.latestShared(r)
+		} else {
+			rev, err = r.src.Latest(r.ctx)
 		}
-	}()
-	rev, err = src.Latest(ctx)
+		return err
+	}, func(err error) { p.polled(r, "", time.Time{}, err) })
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	if err := dedup.ValidRevision(rev); err != nil {
-		return "", fmt.Errorf("source reported a bad revision: %w", err)
+		return "", time.Time{}, fmt.Errorf("source reported a bad revision: %w", err)
 	}
-	return rev, nil
+	return rev, at, nil
 }
 
-// deliver hands rev to the Trigger, turning a panic into an error.
-func (p *Poller) deliver(key string, rev dedup.Revision) (err error) {
+// deliver hands ev.Revision to the Trigger, turning a panic into an error.
+// If the Trigger calls runtime.Goexit, deliver does not return: the poll goes
+// on in a new goroutine.
+func (p *Poller) deliver(r *pollRun, ev Event) error {
+	return guard("trigger", func() error {
+		return p.trigger.Notify(ev.Key, ev.Revision)
+	}, func(err error) { p.answered(r, ev, err) })
+}
+
+// emit hands e to the logger and the observer. A panic in them goes on
+// panicking (it is a bug of the caller's, as in any callback); a Goexit ends
+// the goroutine, and the poll is settled in a new one.
+func (p *Poller) emit(r *pollRun, e Event) {
+	returned := false
 	defer func() {
-		if v := recover(); v != nil {
-			err = &panicError{what: "trigger", value: v, stack: debug.Stack()}
+		if returned {
+			return
 		}
+		if v := recover(); v != nil {
+			panic(v)
+		}
+		go p.settleRun(r, e.Delay)
 	}()
-	if p.notifier != nil {
-		return p.notifier.Notify(key, rev)
-	}
-	_, err = p.trigger.Trigger(key, rev)
-	return err
-}
-
-func (p *Poller) emit(e Event) {
 	if p.logger != nil {
 		e.log(p.logger)
 	}
 	if p.observer != nil {
 		p.observer(e)
 	}
+	returned = true
+}
+
+// guard calls f and returns its error, or the error of its panic. If f calls
+// runtime.Goexit, the calling goroutine ends as Goexit says, but first guard
+// starts goexit, with an error wrapping ErrGoexit, in a new goroutine that
+// carries on from there.
+func guard(what string, f func() error, goexit func(error)) (err error) {
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		if v := recover(); v != nil {
+			err = &panicError{what: what, value: v, stack: debug.Stack()}
+			return
+		}
+		go goexit(fmt.Errorf("poller: %s: %w", what, ErrGoexit))
+	}()
+	err = f()
+	returned = true
+	return err
 }
 
 // pollContext returns the context of one poll: a child of Run's context,
 // bounded by timeout on the Poller's clock when timeout > 0. It is called
 // with p.mu held.
 func (p *Poller) pollContext(timeout time.Duration) (context.Context, context.CancelFunc) {
+	return p.timeoutContext(p.base, timeout)
+}
+
+// timeoutContext returns a child of parent bounded by timeout on the
+// Poller's clock when timeout > 0.
+func (p *Poller) timeoutContext(parent context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
 	if timeout <= 0 {
-		return context.WithCancel(p.base)
+		return context.WithCancel(parent)
 	}
 	if _, system := p.clock.(dedup.SystemClock); system {
-		return context.WithTimeout(p.base, timeout)
+		return context.WithTimeout(parent, timeout)
 	}
-	return clockctx.WithTimeout(p.base, timeout, func(d time.Duration, f func()) func() bool {
+	return clockctx.WithTimeout(parent, timeout, func(d time.Duration, f func()) func() bool {
 		return p.clock.AfterFunc(d, f).Stop
 	}, p.wg.Add)
 }
@@ -591,7 +769,7 @@ type checker interface {
 }
 
 var (
-	_ Source   = SourceFunc(nil)
-	_ Trigger  = (*dedup.Manager)(nil)
-	_ Notifier = (*dedup.Manager)(nil)
+	_ Source  = SourceFunc(nil)
+	_ Trigger = (*dedup.Manager)(nil)
+	_ Trigger = NotifyFunc(nil)
 )

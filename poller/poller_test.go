@@ -99,57 +99,55 @@ func TestWatchValidOptions(t *testing.T) {
 	require.NoError(t, err, "Watch with valid options")
 }
 
-// TestChanges: the first revision is triggered, the same revision again is
-// not, a different one is; through Notify when the Trigger has it.
+// TestChanges: every poll's revision reaches the Trigger (level-triggered);
+// the event says whether it changed.
 func TestChanges(t *testing.T) {
-	for _, notify := range []bool{false, true} {
-		t.Run(fmt.Sprintf("notify=%v", notify), func(t *testing.T) {
-			rec := new(notifyRecorder)
-			var trig poller.Trigger = &rec.recorder
-			if notify {
-				trig = rec
-			}
-			h := newHarness(t, trig)
-			src := newScripted(t)
-			h.watch("web", src, poller.Every(time.Minute), poller.Jitter(0))
-			h.run()
+	h := newHarness(t, nil)
+	src := newScripted(t)
+	h.watch("web", src, poller.Every(time.Minute), poller.Jitter(0))
+	h.run()
 
-			steps := []struct {
-				rev          dedup.Revision
-				kind         poller.EventKind
-				previous     dedup.Revision
-				wantTriggers []dedup.Revision
-			}{
-				{"r1", poller.EventChanged, "", []dedup.Revision{"r1"}},
-				{"r1", poller.EventPolled, "", []dedup.Revision{"r1"}},
-				{"r2", poller.EventChanged, "r1", []dedup.Revision{"r1", "r2"}},
-				{"r1", poller.EventChanged, "r2", []dedup.Revision{"r1", "r2", "r1"}}, // a rollback is a change too
-			}
-			for i, st := range steps {
-				wait := time.Minute
-				if i == 0 {
-					wait = 0 // the first poll is immediate without jitter
-				}
-				h.fireNext(1, wait)
-				src.next(h.ctx).reply(st.rev, nil)
-				e := h.event()
-				require.Equalf(t, st.kind, e.Kind, "step %d: event kind", i)
-				require.Equal(t, "web", e.Key)
-				require.Equal(t, st.rev, e.Revision)
-				require.Equal(t, st.previous, e.Previous)
-				require.Equal(t, time.Minute, e.Delay)
-				require.Equalf(t, st.wantTriggers, rec.revs("web"), "step %d: triggered revisions", i)
-			}
-			for _, c := range rec.all() {
-				require.Equalf(t, notify, c.notify, "handed over through Notify")
-			}
-			st, ok := h.p.Status("web")
-			require.True(t, ok)
-			require.Equal(t, dedup.Revision("r1"), st.Revision)
-			require.NoError(t, st.Err)
-			require.Equal(t, h.clock.Now(), st.Polled)
-		})
+	steps := []struct {
+		rev          dedup.Revision
+		kind         poller.EventKind
+		previous     dedup.Revision
+		wantTriggers []dedup.Revision
+	}{
+		{"r1", poller.EventChanged, "", []dedup.Revision{"r1"}},
+		{"r1", poller.EventPolled, "", []dedup.Revision{"r1", "r1"}},
+		{"r2", poller.EventChanged, "r1", []dedup.Revision{"r1", "r1", "r2"}},
+		{"r1", poller.EventChanged, "r2", []dedup.Revision{"r1", "r1", "r2", "r1"}}, // a rollback is a change too
 	}
+	for i, st := range steps {
+		wait := time.Minute
+		if i == 0 {
+			wait = 0 // the first poll is immediate without jitter
+		}
+		h.fireNext(1, wait)
+		src.next(h.ctx).reply(st.rev, nil)
+		e := h.event()
+		require.Equalf(t, st.kind, e.Kind, "step %d: event kind", i)
+		require.Equal(t, "web", e.Key)
+		require.Equal(t, st.rev, e.Revision)
+		require.Equal(t, st.previous, e.Previous)
+		require.Equal(t, time.Minute, e.Delay)
+		require.Equalf(t, st.wantTriggers, h.trig.revs("web"), "step %d: triggered revisions", i)
+	}
+	st, ok := h.p.Status("web")
+	require.True(t, ok)
+	require.Equal(t, dedup.Revision("r1"), st.Revision)
+	require.NoError(t, st.Err)
+	require.Equal(t, h.clock.Now(), st.Polled)
+}
+
+func TestNotifyFunc(t *testing.T) {
+	var got []string
+	f := poller.NotifyFunc(func(key string, rev dedup.Revision, opts ...dedup.TriggerOption) error {
+		got = append(got, key+"@"+string(rev))
+		return errBoom
+	})
+	require.ErrorIs(t, f.Notify("web", "r1"), errBoom)
+	require.Equal(t, []string{"web@r1"}, got)
 }
 
 // TestSpacing: waits stay within the jitter band around Every, and the first
@@ -295,7 +293,7 @@ func TestWatchBeforeRun(t *testing.T) {
 	h.run()
 	src.next(h.ctx).reply("ra", nil) // no clock advance: PollNow
 	require.Equal(t, poller.EventChanged, h.event().Kind)
-	h.fireNext(2, 0) // b's first poll
+	h.fireNext(1, 0) // b's first poll
 	e := h.event()
 	require.Equal(t, "b", e.Key)
 	require.Equal(t, []dedup.Revision{"ra"}, h.trig.revs("a"))
@@ -419,8 +417,8 @@ func TestTriggerPanics(t *testing.T) {
 
 type triggerFunc func(key string, rev dedup.Revision) error
 
-func (f triggerFunc) Trigger(key string, rev dedup.Revision, _ ...dedup.TriggerOption) (*dedup.Ticket, error) {
-	return nil, f(key, rev)
+func (f triggerFunc) Notify(key string, rev dedup.Revision, _ ...dedup.TriggerOption) error {
+	return f(key, rev)
 }
 
 // TestTimeout: a source that does not answer within Timeout, on the
@@ -481,8 +479,8 @@ func TestUnwatch(t *testing.T) {
 	h.watch("other", constant("o1"), poller.Every(time.Minute), poller.Jitter(0))
 	h.run()
 
-	// Idle key.
-	require.NoError(t, h.clock.WaitTimers(h.ctx, 2))
+	// Idle key. One timer serves both keys, and stays for the other.
+	require.NoError(t, h.clock.WaitTimers(h.ctx, 1))
 	h.p.Unwatch("other")
 	require.Equal(t, 1, h.clock.Timers(), "timers after Unwatch of an idle key")
 	_, ok := h.p.Status("other")
@@ -594,7 +592,7 @@ func TestRunTwice(t *testing.T) {
 	h.run()
 	h.fireNext(1, 0)
 	require.Equal(t, poller.EventPolled, h.event().Kind)
-	require.Equal(t, []dedup.Revision{"r1"}, h.trig.revs("web"))
+	require.Equal(t, []dedup.Revision{"r1", "r1"}, h.trig.revs("web"))
 }
 
 func TestRunEndedContext(t *testing.T) {
@@ -621,7 +619,7 @@ func TestRunStops(t *testing.T) {
 	h.watch("a", src, poller.Every(time.Minute), poller.Jitter(0))
 	h.watch("b", constant("r1"), poller.Every(time.Minute), poller.Jitter(0), poller.Timeout(time.Second))
 	h.run()
-	h.fireNext(2, 0)
+	h.fireNext(1, 0)
 	c := src.next(h.ctx)
 	h.event()
 	require.NoError(t, h.clock.WaitTimers(h.ctx, 1)) // b's next poll
@@ -754,7 +752,7 @@ func TestEventKindString(t *testing.T) {
 // Run runs on the real clock; polls of a key never overlap, and Run leaves
 // nothing behind. Run with -race.
 func TestConcurrentUse(t *testing.T) {
-	trig := new(notifyRecorder)
+	trig := new(recorder)
 	p := poller.New(trig)
 	const keys = 8
 	var active [keys]atomic.Int32
@@ -797,4 +795,34 @@ func TestConcurrentUse(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 	require.Zero(t, overlaps.Load(), "overlapping polls of one key")
+}
+
+// TestOneTimer: one timer of the clock serves every waiting key, armed for
+// the earliest; it moves when that key goes, and polls come in order. In a
+// synctest bubble, so that synctest.Wait says when every poll has settled.
+func TestOneTimer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		for i, every := range []time.Duration{time.Minute, 2 * time.Minute, 3 * time.Minute} {
+			h.watch(fmt.Sprint("k", i+1), constant("r"), poller.Every(every), poller.Jitter(0), poller.Timeout(0))
+		}
+		h.run()
+		h.fireNext(1, 0)
+		for range 3 {
+			h.event()
+		}
+		synctest.Wait()
+		require.Equal(t, 1, h.clock.Timers(), "timers for three waiting keys")
+		d, _ := h.clock.Next()
+		require.Equal(t, time.Minute, d, "wait for the earliest key")
+		h.p.Unwatch("k1")
+		require.Equal(t, 1, h.clock.Timers(), "timers after the earliest key went")
+		d, _ = h.clock.Next()
+		require.Equal(t, 2*time.Minute, d, "wait for the next key")
+		h.clock.Advance(d)
+		require.Equal(t, "k2", h.event().Key)
+		h.fireNext(1, time.Minute) // k3, at 3 minutes
+		require.Equal(t, "k3", h.event().Key)
+		h.stop()
+	})
 }

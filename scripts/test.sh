@@ -29,3 +29,19 @@ go test -race -count=1 "$@" ./...
 # The comparison benchmarks live in a module of their own (it pulls
 # client-go): check that they build and run once.
 (cd internal/bench && go vet ./... && go test -run '^$' -bench . -benchtime=1x ./...)
+# promdedup, and examples/webhook which serves its /metrics, are modules of
+# their own (they pull client_golang).
+for mod in promdedup examples/webhook; do
+	(cd "$mod" && go vet ./... && go test -race -count=1 "$@" ./...)
+done
+# pgdedup: a module of its own (pgx). Its tests need PostgreSQL: the server
+# DEDUP_PG_URL names, or the server binaries, with which they run a
+# throwaway cluster as the user postgres in a temp dir.
+if [ -z "${DEDUP_PG_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+	echo "installing: postgresql" >&2
+	sudo=""
+	[ "$(id -u)" -ne 0 ] && sudo=sudo
+	$sudo apt-get update -qq
+	$sudo apt-get install -y -qq postgresql >/dev/null
+fi
+(cd pgdedup && go vet ./... && go test -race -count=1 ./...)

@@ -13,24 +13,24 @@
 //	}
 //	http.Handle("GET /status/", statuspage.Handler("/status/", m))
 //
-// Then /status/ lists every key and /status/web shows the key "web"; add
+// Then /status/ lists every key and /status/web shows the key "web"
+// (/status/?key=web too, which also reaches a key such as "a//b" that is
+// not a clean path); add
 // ?format=json or ?format=html to choose, else the Accept header does
-// (HTML for browsers, JSON for curl). The JSON of one key looks like this
-// (every key is {"time": ..., "keys": [...]}, each like it):
+// (HTML for browsers, JSON for curl). The JSON of one key is the JSON of
+// its dedup.Status, so a client decodes it back into one; every key is
+// {"time": ..., "keys": [...]}, each like it:
 //
 //	{
 //	  "key": "web",
 //	  "live": "4f2a9c1",
 //	  "running": "77e0b3d",
-//	  "pending": "",
 //	  "attempt": 1,
-//	  "running_seconds": 125,
-//	  "slow": true,
-//	  "queued": false,
 //	  "runs": 3, "deployed": 2, "failures": 0, "superseded": 1,
 //	  "last_started": "2026-11-29T13:02:11Z",
 //	  "last_finished": "2026-11-29T12:58:40Z",
-//	  "baseline": {"samples": 2, "mean_seconds": 55, "p90_seconds": 60}
+//	  "baseline": {"samples": 2, "mean": "55s", "p90": "1m0s"},
+//	  "slow": true
 //	}
 //
 // Errors appear as their text ("last_error", "store_error"), which may

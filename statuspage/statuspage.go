@@ -3,9 +3,11 @@ package statuspage
 import (
 	"embed"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -43,8 +45,10 @@ func WithClock(c dedup.Clock) Option {
 // keys of src. Mount it at prefix, which must start and end with "/"
 // (Handler panics otherwise):
 //
-//	GET prefix         every key, sorted by key
-//	GET prefix{key}    one key (a key may hold "/"); 404 if src has none
+//	GET prefix           every key, sorted by key
+//	GET prefix{key}      one key (a key may hold "/"); 404 if src has none
+//	GET prefix?key={key} the same, for any key (http.ServeMux redirects
+//	                     paths that are not clean, such as "a//b")
 //
 // Each answers in JSON or as an HTML table: ?format=json or ?format=html
 // decides, else the Accept header (HTML when it names text/html, as
@@ -97,6 +101,13 @@ func (p *page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	if q := r.URL.Query(); key == "" && q.Has("key") {
+		key = q.Get("key")
+		if key == "" {
+			http.Error(w, "statuspage: empty key", http.StatusBadRequest)
+			return
+		}
+	}
 	now := p.clock.Now()
 	var sts []dedup.Status
 	if key == "" {
@@ -113,22 +124,23 @@ func (p *page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		sts = []dedup.Status{st}
 	}
-	keys := make([]keyJSON, len(sts))
-	for i, st := range sts {
-		keys[i] = toJSON(st, now)
-	}
 	if asJSON {
+		// dedup.Status marshals itself: a client decodes it back into a
+		// dedup.Status.
 		if key == "" {
-			writeJSON(w, http.StatusOK, listJSON{Time: now, Keys: keys})
+			if sts == nil {
+				sts = []dedup.Status{} // [], not null
+			}
+			writeJSON(w, http.StatusOK, listJSON{Time: now, Keys: sts})
 		} else {
-			writeJSON(w, http.StatusOK, keys[0])
+			writeJSON(w, http.StatusOK, sts[0])
 		}
 		return
 	}
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	view := htmlView{Prefix: p.prefix, Time: now.Format(timeLayout), One: key != ""}
-	for _, k := range keys {
-		view.Rows = append(view.Rows, p.row(k))
+	for _, k := range sts {
+		view.Rows = append(view.Rows, p.row(k, now))
 	}
 	if err := pageTemplate.Execute(w, view); err != nil {
 		// The header is gone: all that is left is to stop writing.
@@ -138,57 +150,8 @@ func (p *page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // listJSON is the JSON answer for every key.
 type listJSON struct {
-	Time time.Time `json:"time"` // when the page was made, by its clock
-	Keys []keyJSON `json:"keys"`
-}
-
-// keyJSON is the JSON form of a dedup.Status, built field by field so
-// that errors are their text and durations are seconds.
-type keyJSON struct {
-	Key            string       `json:"key"`
-	Live           string       `json:"live"`
-	Running        string       `json:"running"`
-	Pending        string       `json:"pending"`
-	Attempt        int          `json:"attempt"`
-	RunningSeconds float64      `json:"running_seconds,omitempty"` // how long the running attempt has run
-	Slow           bool         `json:"slow"`
-	Queued         bool         `json:"queued"`
-	NextStart      time.Time    `json:"next_start,omitzero"`
-	Runs           int          `json:"runs"`
-	Deployed       int          `json:"deployed"`
-	Failures       int          `json:"failures"`
-	Superseded     int          `json:"superseded"`
-	LastError      string       `json:"last_error,omitempty"`
-	StoreError     string       `json:"store_error,omitempty"`
-	LastStarted    time.Time    `json:"last_started,omitzero"`
-	LastFinished   time.Time    `json:"last_finished,omitzero"`
-	Baseline       baselineJSON `json:"baseline"`
-}
-
-type baselineJSON struct {
-	Samples     int     `json:"samples"`
-	MeanSeconds float64 `json:"mean_seconds"`
-	P90Seconds  float64 `json:"p90_seconds"`
-}
-
-func toJSON(st dedup.Status, now time.Time) keyJSON {
-	k := keyJSON{
-		Key: st.Key, Live: string(st.Live), Running: string(st.Running), Pending: string(st.Pending),
-		Attempt: st.Attempt, Slow: st.Slow, Queued: st.Queued, NextStart: st.NextStart,
-		Runs: st.Runs, Deployed: st.Deployed, Failures: st.Failures, Superseded: st.Superseded,
-		LastStarted: st.LastStarted, LastFinished: st.LastFinished,
-		Baseline: baselineJSON{Samples: st.Baseline.Samples, MeanSeconds: st.Baseline.Mean.Seconds(), P90Seconds: st.Baseline.P90.Seconds()},
-	}
-	if st.Running != "" && !st.LastStarted.IsZero() {
-		k.RunningSeconds = max(now.Sub(st.LastStarted), 0).Seconds()
-	}
-	if st.LastErr != nil {
-		k.LastError = st.LastErr.Error()
-	}
-	if st.StoreErr != nil {
-		k.StoreError = st.StoreErr.Error()
-	}
-	return k
+	Time time.Time      `json:"time"` // when the page was made, by its clock
+	Keys []dedup.Status `json:"keys"`
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -212,20 +175,20 @@ type row struct {
 	ErrLine, ErrFull          string // first line of the last error (or the Store's), and all of it when longer
 }
 
-func (p *page) row(k keyJSON) row {
+func (p *page) row(k dedup.Status, now time.Time) row {
 	r := row{
-		Key: k.Key, Href: p.prefix + escapeKey(k.Key),
-		Live: k.Live, Running: k.Running, Pending: k.Pending, Slow: k.Slow,
+		Key: k.Key, Href: p.href(k.Key),
+		Live: string(k.Live), Running: string(k.Running), Pending: string(k.Pending), Slow: k.Slow,
 		Runs:        itoa(k.Deployed) + " ok, " + itoa(k.Failures) + " failed, " + itoa(k.Superseded) + " superseded",
 		Samples:     k.Baseline.Samples,
 		LastStarted: formatTime(k.LastStarted), LastFinished: formatTime(k.LastFinished),
 	}
 	if k.Baseline.Samples > 0 {
-		r.Mean = formatSeconds(k.Baseline.MeanSeconds)
-		r.P90 = formatSeconds(k.Baseline.P90Seconds)
+		r.Mean = formatDuration(k.Baseline.Mean)
+		r.P90 = formatDuration(k.Baseline.P90)
 	}
-	if k.Running != "" {
-		r.RunningNote = "attempt " + itoa(k.Attempt) + ", for " + formatSeconds(k.RunningSeconds)
+	if k.Running != "" && !k.LastStarted.IsZero() {
+		r.RunningNote = "attempt " + itoa(k.Attempt) + ", for " + formatDuration(max(now.Sub(k.LastStarted), 0))
 	}
 	switch {
 	case k.Pending == "":
@@ -237,9 +200,12 @@ func (p *page) row(k keyJSON) row {
 			r.PendingNote = "retry " + itoa(k.Attempt+1) + ", " + r.PendingNote
 		}
 	}
-	errText := k.LastError
-	if errText == "" && k.StoreError != "" {
-		errText = "store: " + k.StoreError
+	var errText string
+	switch {
+	case k.LastErr != nil:
+		errText = fmt.Sprint(k.LastErr) // fmt survives an Error method that panics
+	case k.StoreErr != nil:
+		errText = "store: " + fmt.Sprint(k.StoreErr)
 	}
 	r.ErrLine, _, _ = strings.Cut(errText, "\n")
 	if len(r.ErrLine) > 200 {
@@ -255,14 +221,19 @@ func (p *page) row(k keyJSON) row {
 	return r
 }
 
-// escapeKey escapes each "/"-separated segment of key for a URL path, so
-// that a key with "?", "#" or "%" links to itself.
-func escapeKey(key string) string {
+// href is the link to the page of key: prefix + key, each "/"-separated
+// segment escaped so that a key with "?", "#" or "%" links to itself. A
+// key that is not a clean path ("a//b", "../x", "x/") would be cleaned
+// and redirected by http.ServeMux, so it goes in the query instead.
+func (p *page) href(key string) string {
+	if path.Clean("/"+key) != "/"+key {
+		return p.prefix + "?key=" + url.QueryEscape(key)
+	}
 	segs := strings.Split(key, "/")
 	for i, s := range segs {
 		segs[i] = url.PathEscape(s)
 	}
-	return strings.Join(segs, "/")
+	return p.prefix + strings.Join(segs, "/")
 }
 
 const timeLayout = "2006-01-02 15:04:05 MST"
@@ -274,10 +245,9 @@ func formatTime(t time.Time) string {
 	return t.Format(timeLayout)
 }
 
-// formatSeconds shows a duration to the second, or to the millisecond
+// formatDuration shows a duration to the second, or to the millisecond
 // below one second.
-func formatSeconds(s float64) string {
-	d := time.Duration(s * float64(time.Second))
+func formatDuration(d time.Duration) string {
 	if d < time.Second {
 		return d.Round(time.Millisecond).String()
 	}

@@ -1,12 +1,14 @@
 package statuspage_test
 
 import (
+	"context"
 	"encoding/json"
 	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,31 +20,9 @@ import (
 	"github.com/dedupdeploy/dedupdeploy/statuspage"
 )
 
-// keyJSON is what a client decodes.
-type keyJSON struct {
-	Key            string    `json:"key"`
-	Live           string    `json:"live"`
-	Running        string    `json:"running"`
-	Pending        string    `json:"pending"`
-	Attempt        int       `json:"attempt"`
-	RunningSeconds float64   `json:"running_seconds"`
-	Slow           bool      `json:"slow"`
-	Queued         bool      `json:"queued"`
-	NextStart      time.Time `json:"next_start"`
-	Runs           int       `json:"runs"`
-	Deployed       int       `json:"deployed"`
-	Failures       int       `json:"failures"`
-	Superseded     int       `json:"superseded"`
-	LastError      string    `json:"last_error"`
-	StoreError     string    `json:"store_error"`
-	LastStarted    time.Time `json:"last_started"`
-	LastFinished   time.Time `json:"last_finished"`
-	Baseline       struct {
-		Samples     int     `json:"samples"`
-		MeanSeconds float64 `json:"mean_seconds"`
-		P90Seconds  float64 `json:"p90_seconds"`
-	} `json:"baseline"`
-}
+// keyJSON is what a client decodes: the JSON of a dedup.Status reads back
+// into one.
+type keyJSON = dedup.Status
 
 func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
@@ -93,32 +73,31 @@ func TestJSONEveryKey(t *testing.T) {
 	require.Equal(t, []string{hostile, "api", "db/main", "web"}, keys, "keys, sorted")
 
 	web := byKey["web"]
-	require.Equal(t, "v1", web.Live)
-	require.Equal(t, "v2", web.Running)
-	require.Equal(t, "v3", web.Pending)
+	require.Equal(t, dedup.Revision("v1"), web.Live)
+	require.Equal(t, dedup.Revision("v2"), web.Running)
+	require.Equal(t, dedup.Revision("v3"), web.Pending)
 	require.Equal(t, 1, web.Attempt)
 	require.True(t, web.Slow, "web is slow")
-	require.Equal(t, 180.0, web.RunningSeconds, "running_seconds")
+	require.Equal(t, 3*time.Minute, list.Time.Sub(web.LastStarted), "how long web has run")
 	require.Equal(t, 2, web.Runs)
 	require.Equal(t, 1, web.Deployed)
 	require.Equal(t, 1, web.Baseline.Samples)
-	require.Equal(t, 60.0, web.Baseline.MeanSeconds)
-	require.Equal(t, 60.0, web.Baseline.P90Seconds)
+	require.Equal(t, time.Minute, web.Baseline.Mean)
+	require.Equal(t, time.Minute, web.Baseline.P90)
 	require.True(t, web.LastStarted.Equal(now.Add(-3*time.Minute)), "last_started %v", web.LastStarted)
-	require.Empty(t, web.LastError)
+	require.NoError(t, web.LastErr)
 
 	api := byKey["api"]
-	require.Equal(t, "", api.Live)
-	require.Equal(t, "", api.Running)
-	require.Equal(t, "a1", api.Pending, "a failed revision waits for its retry")
+	require.Empty(t, api.Live)
+	require.Empty(t, api.Running)
+	require.Equal(t, dedup.Revision("a1"), api.Pending, "a failed revision waits for its retry")
 	require.Equal(t, 1, api.Failures)
-	require.Equal(t, "exit status 1\nerror: <b>image not found</b>", api.LastError)
+	require.EqualError(t, api.LastErr, "exit status 1\nerror: <b>image not found</b>")
 	require.True(t, api.NextStart.Equal(at(10*time.Minute+101*time.Second)), "next_start %v", api.NextStart)
 	require.Zero(t, api.Baseline.Samples)
-	require.Zero(t, api.RunningSeconds)
 
-	require.Equal(t, `"><img src=x onerror=alert(2)>`, byKey[hostile].Live)
-	require.Equal(t, 30.0, byKey["db/main"].Baseline.P90Seconds)
+	require.Equal(t, dedup.Revision(`"><img src=x onerror=alert(2)>`), byKey[hostile].Live)
+	require.Equal(t, 30*time.Second, byKey["db/main"].Baseline.P90)
 }
 
 func TestJSONOneKey(t *testing.T) {
@@ -172,6 +151,41 @@ func TestHTML(t *testing.T) {
 	require.Contains(t, body, "<table>")
 	resp, body = get(t, srv.URL+"/status/nope", "text/html")
 	require.Equal(t, http.StatusNotFound, resp.StatusCode, body)
+}
+
+// Keys that are not clean paths are reached through ?key=, and the page
+// links them so.
+func TestUncleanKeys(t *testing.T) {
+	ctx := context.Background()
+	m, err := dedup.New(dedup.DeployFunc(func(context.Context, string, dedup.Revision) error { return nil }))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, m.Close(ctx)) })
+	keys := []string{"../up", "/lead", "a//b", "a/./b", "trail/", "q?x=1#f", "100%"}
+	for _, k := range keys {
+		_, err := m.Deploy(ctx, k, "v1")
+		require.NoError(t, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /status/", statuspage.Handler("/status/", m))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	_, body := get(t, srv.URL+"/status/", "text/html")
+	links := regexp.MustCompile(`<td><a href="([^"]*)">`).FindAllStringSubmatch(body, -1)
+	require.Len(t, links, len(keys))
+	for _, l := range links {
+		href := html.UnescapeString(l[1])
+		resp, one := get(t, srv.URL+href, "application/json")
+		require.Equalf(t, http.StatusOK, resp.StatusCode, "GET %s: %s", href, one)
+		var k keyJSON
+		require.NoError(t, json.Unmarshal([]byte(one), &k))
+		require.Containsf(t, keys, k.Key, "GET %s", href)
+		keys = slices.DeleteFunc(keys, func(s string) bool { return s == k.Key })
+	}
+	require.Empty(t, keys, "keys no link led to")
+
+	resp, _ := get(t, srv.URL+"/status/?key=", "")
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "?key= empty")
 }
 
 func TestEmpty(t *testing.T) {

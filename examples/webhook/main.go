@@ -1,28 +1,32 @@
-// Command webhook is an HTTP server that deploys on request through a
-// dedup.Manager: however often and however fast requests come, each key has
-// at most one deploy running and one newest revision waiting, and every
-// request learns what its trigger did.
+// Command webhook deploys a git branch when GitHub says it changed. It is
+// a GitHub-compatible webhook receiver: a push to the watched repository
+// and branch, signed with the webhook's secret, makes a poller read the
+// branch at once (git ls-remote), and a dedup.Manager deploys the commit
+// it finds. Between pushes the poller polls by itself (-every), so a lost
+// delivery only delays a deploy; a late or replayed one cannot roll it
+// back, since the poll, not the delivery, decides the revision.
 //
-//	POST /deploy/{key}   body {"revision":"..."} (or ?rev=... or a rev form field)
-//	                     202: what the trigger did and the key's state after it
-//	                     ?wait=1: wait for the deploy that covers the request and answer
-//	                     its result: 200, or 502 if it failed, 503 if shutdown aborted it
-//	GET  /status         every key's state
+//	POST /hooks/github   GitHub's push and ping events, X-Hub-Signature-256
+//	                     202 polled, 200 ping or duplicate, 401 bad signature,
+//	                     202 with a reason for other events or repositories
+//	GET  /status/        every key's live, running and pending revision,
+//	                     last error and deploy-time baseline: an HTML table
+//	                     in a browser, JSON for curl; /status/{key} one key
+//	GET  /metrics        Prometheus metrics (promdedup)
 //
-// A bad key or revision is answered 400 with the reason, a trigger that
-// the closed Manager refuses 503. SIGINT or SIGTERM stops taking requests, lets running
-// deploys finish (up to -grace) and exits. The deploy itself is simulated:
-// it takes -deploy-time and stops early if its context is canceled.
+// It is a module of its own, as it uses promdedup and client_golang, which
+// the library's module does not pull. Run it from its directory against
+// any git remote (a local path works):
 //
-// Run it from the module root and poke it with curl:
+//	cd examples/webhook
+//	WEBHOOK_SECRET=s3cr3t go run . \
+//	    -remote https://github.com/acme/web.git -repo acme/web -ref main
 //
-//	go run ./examples/webhook -deploy-time 10s
-//
-//	curl -i -X POST localhost:8080/deploy/web -d '{"revision":"4f2a9c1"}'
-//	curl -X POST 'localhost:8080/deploy/web?rev=77e0b3d'
-//	curl -X POST 'localhost:8080/deploy/web?rev=9d41c06'   # supersedes 77e0b3d
-//	curl -X POST 'localhost:8080/deploy/web?rev=9d41c06&wait=1'
-//	curl localhost:8080/status
+// and point a GitHub webhook (content type application/json, the same
+// secret, push events) at http://HOST:8080/hooks/github. The deploy is
+// simulated: it logs and takes -deploy-time. SIGINT or SIGTERM stops
+// taking deliveries, stops polling and lets a running deploy finish (up
+// to -grace).
 package main
 
 import (
@@ -39,14 +43,41 @@ import (
 	"time"
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
+	"github.com/dedupdeploy/dedupdeploy/poller"
+	"github.com/dedupdeploy/dedupdeploy/promdedup"
+	"github.com/dedupdeploy/dedupdeploy/statuspage"
+	"github.com/dedupdeploy/dedupdeploy/webhook"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+type config struct {
+	secret string        // the GitHub webhook's secret
+	remote string        // the git remote the poller reads
+	repo   string        // the repository as GitHub names it: owner/name
+	ref    string        // the branch or tag to deploy
+	key    string        // the Manager's key for it
+	every  time.Duration // poll interval without deliveries
+	grace  time.Duration // on shutdown, how long running deploys may take
+}
+
 func main() {
+	var cfg config
 	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
+	flag.StringVar(&cfg.secret, "secret", "", "the GitHub webhook secret (default $WEBHOOK_SECRET)")
+	flag.StringVar(&cfg.remote, "remote", "", "git remote to watch: a URL or a local path (required)")
+	flag.StringVar(&cfg.repo, "repo", "", "the repository as GitHub names it, owner/name (required)")
+	flag.StringVar(&cfg.ref, "ref", "main", "branch or tag to deploy")
+	flag.StringVar(&cfg.key, "key", "web", "the name of what deploys")
+	flag.DurationVar(&cfg.every, "every", 5*time.Minute, "poll interval when no delivery comes")
 	deployTime := flag.Duration("deploy-time", 3*time.Second, "how long a simulated deploy takes")
-	grace := flag.Duration("grace", 30*time.Second, "on shutdown, how long to wait for requests, then for running deploys")
+	flag.DurationVar(&cfg.grace, "grace", 30*time.Second, "on shutdown, how long to wait for a running deploy")
 	flag.Parse()
-	if flag.NArg() > 0 || *deployTime < 0 || *grace < 0 {
+	if cfg.secret == "" {
+		cfg.secret = os.Getenv("WEBHOOK_SECRET")
+	}
+	if flag.NArg() > 0 || cfg.secret == "" || cfg.remote == "" || cfg.repo == "" || *deployTime < 0 || cfg.grace < 0 {
+		fmt.Fprintln(os.Stderr, "webhook: -remote, -repo and a secret (-secret or $WEBHOOK_SECRET) are required")
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -54,20 +85,20 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Error("listen", "err", err)
 		os.Exit(1)
 	}
-	if err := run(ctx, ln, simulatedDeploy(*deployTime, log), *grace, log); err != nil {
-		log.Error("shutdown", "err", err)
+	if err := run(ctx, ln, cfg, simulatedDeploy(*deployTime, log), log); err != nil {
+		log.Error("webhook", "err", err)
 		os.Exit(1)
 	}
 }
 
-// simulatedDeploy stands in for a real deploy: it takes d, or returns
-// early with ctx's error when the Manager cancels it.
+// simulatedDeploy stands in for a real deploy (a deployer.Command running
+// docker compose, say): it takes d, or returns early with ctx's error
+// when the Manager cancels it.
 func simulatedDeploy(d time.Duration, log *slog.Logger) dedup.DeployFunc {
 	return func(ctx context.Context, key string, rev dedup.Revision) error {
 		log.Info("deploying", "key", key, "revision", rev, "takes", d)
@@ -82,24 +113,52 @@ func simulatedDeploy(d time.Duration, log *slog.Logger) dedup.DeployFunc {
 	}
 }
 
-// run serves the webhook on ln until ctx is done, then shuts down: it stops
-// taking requests and waits up to grace for those in flight, then closes
-// the Manager, which waits up to grace for running deploys and cancels
-// them after that. It returns the first error of either step.
-func run(ctx context.Context, ln net.Listener, d dedup.Deployer, grace time.Duration, log *slog.Logger) error {
-	m, err := dedup.New(d, dedup.WithLogger(log))
+// newMux returns the server's routes: the hook, a read-only status page of
+// m (HTML for a browser, JSON for scripts), and the metrics.
+func newMux(hook http.Handler, m *dedup.Manager, metrics *promdedup.Metrics) *http.ServeMux {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics)
+	mux := http.NewServeMux()
+	mux.Handle("POST /hooks/github", hook)
+	mux.Handle("GET /status/", statuspage.Handler("/status/", m))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// run serves the receiver on ln and polls until ctx is done, then shuts
+// down: it stops taking deliveries (waiting up to grace for those in
+// flight), stops the poller, and closes the Manager, which lets a running
+// deploy finish until grace ends and cancels it then.
+func run(ctx context.Context, ln net.Listener, cfg config, d dedup.Deployer, log *slog.Logger) error {
+	metrics := promdedup.New()
+	m, err := dedup.New(d, dedup.WithLogger(log), dedup.WithObserver(metrics.Observe), dedup.WithSlowDeploy(2, time.Minute))
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	metrics.SetSource(m)
+	p := poller.New(m, poller.WithLogger(log), poller.WithObserver(metrics.ObservePoll))
+	hook, err := webhook.New(webhook.GitHub(cfg.secret), webhook.Routes{{Repository: cfg.repo, Ref: cfg.ref}: {cfg.key}}, p,
+		webhook.WithLogger(log))
+	if err == nil {
+		err = p.Watch(cfg.key, poller.Git(cfg.remote, cfg.ref), poller.Every(cfg.every))
+	}
+	if err != nil {
+		ln.Close()
+		return errors.Join(err, m.Close(context.Background()))
+	}
 	srv := &http.Server{
-		Handler:           newHandler(m),
+		Handler:           newMux(hook, m, metrics),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	pollCtx, stopPolling := context.WithCancel(context.Background())
+	defer stopPolling()
+	polled := make(chan error, 1)
+	go func() { polled <- p.Run(pollCtx) }()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String())
+	log.Info("listening", "addr", ln.Addr().String(), "hook", "POST /hooks/github", "repo", cfg.repo, "ref", cfg.ref, "key", cfg.key)
 
 	serveOver := false
 	select {
@@ -107,25 +166,22 @@ func run(ctx context.Context, ln net.Listener, d dedup.Deployer, grace time.Dura
 		serveOver = true
 	case <-ctx.Done():
 	}
-	// One grace period for both: the server takes no new request while the
-	// manager aborts what waits and lets running deploys finish. Close
-	// settles the tickets of requests still waiting, so their answers are
-	// written before Shutdown's wait for them ends.
-	log.Info("shutting down: no new requests; running deploys may finish", "grace", grace)
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	log.Info("shutting down: no new deliveries; a running deploy may finish", "grace", cfg.grace)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.grace)
 	defer cancel()
-	shut := make(chan error, 1)
-	go func() { shut <- srv.Shutdown(sctx) }()
-	closeErr := m.Close(sctx)
-	if closeErr != nil {
-		closeErr = fmt.Errorf("close manager: running deploys canceled after %v: %w", grace, closeErr)
-	}
-	if shutErr := <-shut; shutErr != nil {
+	shutErr := srv.Shutdown(sctx)
+	if shutErr != nil {
 		srv.Close()
-		closeErr = errors.Join(closeErr, fmt.Errorf("shutdown: %w", shutErr))
+		shutErr = fmt.Errorf("shutdown: %w", shutErr)
 	}
 	if !serveOver {
 		<-served // http.ErrServerClosed once Shutdown began
 	}
-	return errors.Join(err, closeErr)
+	stopPolling()
+	pollErr := <-polled
+	closeErr := m.Close(sctx)
+	if closeErr != nil {
+		closeErr = fmt.Errorf("close manager: running deploys canceled after %v: %w", cfg.grace, closeErr)
+	}
+	return errors.Join(err, shutErr, pollErr, closeErr)
 }

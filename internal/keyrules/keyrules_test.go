@@ -346,7 +346,7 @@ func TestForceWhileLoading(t *testing.T) {
 	}
 }
 
-func TestLoaded(t *testing.T) {
+func TestLoadedHardened(t *testing.T) {
 	loading := func(r keyrules.Run) keyrules.State {
 		r.Loading = true
 		return keyrules.State{Running: r}
@@ -501,5 +501,59 @@ func TestRequestChanges(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestLoaded(t *testing.T) {
+	run := keyrules.Run{Rev: "v1"}
+	for _, tc := range []struct {
+		name         string
+		s            keyrules.State
+		rev          string
+		ok, failed   bool
+		want         keyrules.Finished
+		loaded       bool
+		live, runnin string
+	}{
+		{"stored live", keyrules.State{Running: run}, "v1", true, false, keyrules.Finished{Outcome: keyrules.Unchanged}, true, "v1", ""},
+		{"stored other", keyrules.State{Running: run}, "v0", true, false, keyrules.Finished{Begin: true}, true, "v0", "v1"},
+		{"store empty", keyrules.State{Running: run}, "", false, false, keyrules.Finished{Begin: true}, true, "", "v1"},
+		{"store failed", keyrules.State{Running: run}, "", false, true, keyrules.Finished{Begin: true}, false, "", "v1"},
+		{"forced", keyrules.State{Running: keyrules.Run{Rev: "v1", Force: true}}, "v1", true, false, keyrules.Finished{Begin: true}, true, "v1", "v1"},
+		{"canceled meanwhile", keyrules.State{Running: keyrules.Run{Rev: "v1", Canceled: true}, Pending: keyrules.Run{Rev: "v2"}}, "v0", true, false, keyrules.Finished{IntoPending: true}, true, "v0", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, f := keyrules.Loaded(tc.s, tc.rev, tc.ok, tc.failed)
+			if f != tc.want || s.Loaded != tc.loaded || s.Live != tc.live || s.Running.Rev != tc.runnin {
+				t.Errorf("Loaded = %+v, loaded %v live %q running %q; want %+v, %v %q %q", f, s.Loaded, s.Live, s.Running.Rev, tc.want, tc.loaded, tc.live, tc.runnin)
+			}
+		})
+	}
+}
+
+func TestScheduleAndAbort(t *testing.T) {
+	pol := &keyrules.Policy{Quiet: time.Second, MaxDelay: 3 * time.Second, MinInterval: 10 * time.Second}
+	s := keyrules.State{Loaded: true, Live: "v0", LastStarted: t0, Pending: keyrules.Run{Rev: "v1", First: t0, Last: t0.Add(2500 * time.Millisecond)}}
+	if _, sch := keyrules.Schedule(s, pol, t0); sch.Kind != keyrules.Wait || !sch.At.Equal(t0.Add(10*time.Second)) {
+		t.Errorf("Schedule = %+v; want to wait for the min interval, until t0+10s", sch)
+	}
+	pol.MinInterval = 0
+	if _, sch := keyrules.Schedule(s, pol, t0); sch.Kind != keyrules.Wait || !sch.At.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("Schedule = %+v; want to wait until the debounce bound t0+3s", sch)
+	}
+	if _, sch := keyrules.Schedule(s, pol, t0.Add(3*time.Second)); sch.Kind != keyrules.Due {
+		t.Errorf("Schedule at t0+3s = %+v; want due", sch)
+	}
+	back := s
+	back.Pending.Rev = "v0"
+	if s2, sch := keyrules.Schedule(back, pol, t0); sch.Kind != keyrules.BackToLive || sch.Rev != "v0" || s2.Pending.Active() {
+		t.Errorf("Schedule of the live revision = %+v; want back to live", sch)
+	}
+	s2, dropped, ok := keyrules.Abort(s)
+	if !ok || dropped.Rev != "v1" || s2.Pending.Active() {
+		t.Errorf("Abort = %+v, %v; want v1 dropped", dropped, ok)
+	}
+	if _, _, ok := keyrules.Abort(s2); ok {
+		t.Error("Abort with nothing pending reported a drop")
 	}
 }

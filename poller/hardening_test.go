@@ -1,0 +1,148 @@
+package poller_test
+
+import (
+	"context"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/dedupdeploy/dedupdeploy/dedup"
+	"github.com/dedupdeploy/dedupdeploy/dedup/deduptest"
+	"github.com/dedupdeploy/dedupdeploy/poller"
+)
+
+// TestFailedHeadDeployedAgain: a head whose deploy failed is deployed again
+// at the next poll, though the source reports the same revision (issue 8,
+// item 8: the poll path is level-triggered).
+func TestFailedHeadDeployedAgain(t *testing.T) {
+	clock := new(deduptest.Clock)
+	d := new(deduptest.Deployer)
+	m, err := dedup.New(d, dedup.WithClock(clock))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = m.Close(ctx)
+	})
+	h := newHarness(t, m)
+	h.clock = clock
+	h.p = poller.New(m, poller.WithClock(clock), poller.WithObserver(func(e poller.Event) { h.events <- e }))
+	h.watch("web", constant("r1"), poller.Every(time.Minute), poller.Jitter(0), poller.Timeout(0))
+	h.run()
+
+	h.fireNext(1, 0)
+	call, err := d.Next(h.ctx)
+	require.NoError(t, err)
+	require.Equal(t, poller.EventChanged, h.event().Kind)
+	call.Finish(errBoom)
+	<-call.Returned()
+
+	h.fireNext(1, time.Minute)
+	require.Equal(t, poller.EventPolled, h.event().Kind, "same revision: no change")
+	call, err = d.Next(h.ctx)
+	require.NoError(t, err, "the failed head was not deployed again at the next poll")
+	require.Equal(t, dedup.Revision("r1"), call.Revision)
+	call.Finish(nil)
+	<-call.Returned()
+
+	// Live now: later polls deploy nothing.
+	h.fireNext(1, time.Minute)
+	require.Equal(t, poller.EventPolled, h.event().Kind)
+	require.Equal(t, []dedup.Revision{"r1", "r1"}, d.Revisions("web"))
+	st, _ := m.Status("web")
+	require.Equal(t, dedup.Revision("r1"), st.Live)
+}
+
+// TestGoexit: a Source, a Trigger or an observer that calls runtime.Goexit
+// (as t.FailNow does) fails the poll with ErrGoexit; the key goes on being
+// polled, and Unwatch and Run return.
+func TestGoexit(t *testing.T) {
+	for _, where := range []string{"source", "trigger", "observer"} {
+		t.Run(where, func(t *testing.T) {
+			var polls atomic.Int32
+			src := poller.SourceFunc(func(context.Context) (dedup.Revision, error) {
+				if polls.Add(1) == 1 && where == "source" {
+					runtime.Goexit()
+				}
+				return "r1", nil
+			})
+			var notified atomic.Int32
+			trig := triggerFunc(func(string, dedup.Revision) error {
+				if notified.Add(1) == 1 && where == "trigger" {
+					runtime.Goexit()
+				}
+				return nil
+			})
+			events := make(chan poller.Event, 16)
+			var observed atomic.Int32
+			h := newHarness(t, trig, poller.WithObserver(func(e poller.Event) {
+				if observed.Add(1) == 1 && where == "observer" {
+					runtime.Goexit()
+				}
+				events <- e
+			}))
+			h.watch("web", src, poller.Every(time.Minute), poller.Jitter(0), poller.Timeout(0))
+			h.run()
+			h.fireNext(1, 0)
+			next := func() poller.Event {
+				select {
+				case e := <-events:
+					return e
+				case <-h.ctx.Done():
+					t.Fatal("no event")
+					return poller.Event{}
+				}
+			}
+			switch where {
+			case "source":
+				e := next()
+				require.Equal(t, poller.EventError, e.Kind)
+				require.ErrorIs(t, e.Err, poller.ErrGoexit)
+				st, _ := h.p.Status("web")
+				require.ErrorIs(t, st.Err, poller.ErrGoexit, "Status.Err")
+			case "trigger":
+				e := next()
+				require.Equal(t, poller.EventTriggerFailed, e.Kind)
+				require.ErrorIs(t, e.Err, poller.ErrGoexit)
+			}
+			// The key is polled again, and this time all goes well.
+			h.fireNext(1, time.Minute)
+			e := next()
+			require.Contains(t, []poller.EventKind{poller.EventChanged, poller.EventPolled}, e.Kind)
+			require.NoError(t, e.Err)
+			h.p.Unwatch("web")
+			h.stop()
+		})
+	}
+}
+
+// TestGoexitUnwatchDuringTrigger: Unwatch waits for a Trigger that calls
+// Goexit, and returns.
+func TestGoexitUnwatchDuringTrigger(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	trig := triggerFunc(func(string, dedup.Revision) error {
+		close(entered)
+		<-release
+		runtime.Goexit()
+		return nil
+	})
+	h := newHarness(t, trig)
+	h.watch("web", constant("r1"), poller.Jitter(0))
+	h.run()
+	h.advance()
+	<-entered
+	unwatched := make(chan struct{})
+	go func() {
+		h.p.Unwatch("web")
+		close(unwatched)
+	}()
+	close(release)
+	select {
+	case <-unwatched:
+	case <-h.ctx.Done():
+		t.Fatal("Unwatch did not return after the Trigger called Goexit")
+	}
+}
