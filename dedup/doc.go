@@ -104,6 +104,12 @@
 // less; 1m is a round choice. A slow deploy pushes the lag past that
 // estimate, which is what EventSlow tells, while there is time to act.
 //
+// The rules per key are written once, in the module's internal/keyrules,
+// and shared with pgdedup's Manager, which applies them across replicas on
+// PostgreSQL; this package does the mechanics (locks, tickets, timers,
+// slots, goroutines, events, the Store). Both Managers' model tests check
+// them against the same reference model, internal/refmodel.
+//
 // Package deduptest has a fake Clock and a controllable Deployer to test
 // code that uses a Manager.
 package dedup

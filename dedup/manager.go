@@ -11,6 +11,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
+
+	"github.com/dedupdeploy/dedupdeploy/internal/keyrules"
 )
 
 // Manager deploys keys so that deploys never pile up: per key, one deploy
@@ -21,7 +24,7 @@ type Manager struct {
 	deployer      Deployer
 	clock         Clock
 	store         Store // nil: the Manager's memory is the store
-	defaultPolicy *Policy
+	defaultPolicy *policy
 	keyPolicy     func(string) Policy
 	maxConcurrent int
 	observer      func(Event)
@@ -45,7 +48,7 @@ type Manager struct {
 	shards  [numShards]shard // the keys, striped so that keys rarely share a lock
 
 	policyMu sync.Mutex
-	policies map[Policy]*Policy // one copy of each distinct policy
+	policies map[Policy]*policy // one copy of each distinct policy
 
 	// With WithMaxConcurrent: the slots taken and the keys ready to start
 	// that wait for one, in FIFO order. Lock order: shard, then slotMu.
@@ -62,7 +65,12 @@ const numShards = 64
 type shard struct {
 	mu   sync.Mutex
 	keys map[string]*keyState
-	_    [64 - 16]byte // one cache line each
+	// rules is where a locked section builds the rules' view of the key
+	// it works on (keyState.view): not on the stack, where it would make
+	// every deploy goroutine grow its stack, and without zeroing it first.
+	rules      keyrules.State
+	rulesTimed bool                                                      // rules may hold times: it was last built for a key with a timed policy
+	_          [(64 - (17+unsafe.Sizeof(keyrules.State{}))%64) % 64]byte // whole cache lines each
 }
 
 // shard picks the shard of key by its FNV-1a hash: inlined, it costs less
@@ -107,7 +115,7 @@ func New(d Deployer, opts ...Option) (*Manager, error) {
 		logger:        cfg.logger,
 		notify:        cfg.observer != nil || cfg.logger != nil,
 		slow:          cfg.slow,
-		policies:      make(map[Policy]*Policy),
+		policies:      make(map[Policy]*policy),
 		aborted:       make(chan struct{}),
 		slotHook:      cfg.slotHook,
 	}
@@ -193,7 +201,8 @@ func (m *Manager) trigger(key string, rev Revision, opts []TriggerOption, wait b
 		return nil, time.Time{}, did{}, err
 	}
 	now := instant{c: m.clock}
-	r, start, did := m.request(ks, rev, force, wait, &now, &evs)
+	s := ks.view()
+	r, start, did := m.request(ks, s, rev, force, wait, &now, &evs)
 	if len(evs.list) > 0 {
 		evs.list[0].Action = did.action // the trigger's own event comes first
 	}
@@ -255,14 +264,20 @@ func (m *Manager) callKeyPolicy(key string) (p Policy, err error) {
 	return m.keyPolicy(key), nil
 }
 
-func (m *Manager) intern(p Policy) *Policy {
+func (m *Manager) intern(p Policy) *policy {
 	m.policyMu.Lock()
 	defer m.policyMu.Unlock()
 	p.Retry = p.Retry.withDefaults()
 	if q := m.policies[p]; q != nil {
 		return q
 	}
-	q := &p
+	q := &policy{Policy: p, rules: keyrules.Policy{
+		Quiet: p.Quiet, MaxDelay: p.MaxDelay, MinInterval: p.MinInterval,
+		MaxAttempts: p.Retry.MaxAttempts, RetryInitial: p.Retry.Initial, RetryMax: p.Retry.Max,
+		RetryMultiplier: p.Retry.Multiplier, RetryJitter: p.Retry.Jitter,
+		CancelInProgress: p.CancelInProgress,
+	}}
+	q.timed = q.rules.Timed()
 	if len(m.policies) < maxInterned {
 		// Beyond this many distinct policies (say, a timeout computed
 		// per key), keys keep their own copy, which Forget frees.
@@ -272,6 +287,14 @@ func (m *Manager) intern(p Policy) *Policy {
 }
 
 const maxInterned = 256
+
+// policy is an interned Policy, with its defaults filled in, and the part
+// of it the per-key rules read.
+type policy struct {
+	Policy
+	rules keyrules.Policy
+	timed bool // rules.Timed(): the rules read the time
+}
 
 // Forget drops what the Manager holds of key, if nothing of it runs or
 // waits: an idle key costs a few hundred bytes, and a service whose keys
@@ -512,8 +535,9 @@ func (w *worker) loaded() {
 	evs := events{on: m.notify, seq: &m.seq}
 	now := instant{c: m.clock}
 	ks.shard.mu.Lock()
-	if m.loaded(ks, r, w.rev, w.ok, w.err, &now, &evs) {
-		w.next(&now, &evs)
+	s := ks.view()
+	if m.loaded(ks, s, r, w.rev, w.ok, w.err, &now, &evs) {
+		w.next(s, &now, &evs)
 		return
 	}
 	ks.shard.mu.Unlock()
@@ -551,19 +575,21 @@ func (w *worker) finish() {
 			ev.Err = fmt.Errorf("save: %w", err)
 		}
 	}
-	m.finish(ks, r, w.err, &now, &evs)
+	s := ks.view()
+	m.finish(ks, s, r, w.err, &now, &evs)
 	w.err, w.saveErr = nil, nil
-	w.next(&now, &evs)
+	w.next(s, &now, &evs)
 }
 
 // next is called, with the shard of w.ks locked, when a run of w.ks ended:
 // it unlocks the shard, starts the next run of w.ks, and passes the
 // released concurrency slot to the key that waited longest for one. It
-// leaves in w the run for this goroutine to execute.
-func (w *worker) next(now *instant, evs *events) {
+// leaves in w the run for this goroutine to execute. s is the rules' view
+// of w.ks.
+func (w *worker) next(s *keyrules.State, now *instant, evs *events) {
 	m, ks := w.m, w.ks
 	grant := m.releaseSlot(ks)
-	r := m.schedule(ks, now, evs)
+	r := m.schedule(ks, s, now, evs)
 	ks.shard.mu.Unlock()
 	gks, gr := m.handOver(grant, now, evs)
 	if r == nil {
@@ -614,43 +640,55 @@ func (m *Manager) saveStore(key string, rev Revision) (err error) {
 // is saved, within this time. Close waits for it.
 const SaveAfterCloseTimeout = 10 * time.Second
 
-// loaded records what the Store said of ks before its first deploy. It
-// reports whether r was settled without a deploy. It is called with the
-// shard of ks locked.
-func (m *Manager) loaded(ks *keyState, r *run, rev Revision, ok bool, err error, now *instant, evs *events) (done bool) {
-	r.needLoad = false
+// loaded records what the Store said of ks before its first deploy
+// (keyrules.Loaded). It reports whether r was settled without a deploy. It
+// is called with the shard of ks locked.
+func (m *Manager) loaded(ks *keyState, s *keyrules.State, r *run, rev Revision, ok bool, err error, now *instant, evs *events) (done bool) {
 	if m.closed.Load() {
-		ks.running = nil
+		// Close began while the Store was read: nothing begins.
+		r.needLoad = false
+		ks.running, s.Running = nil, keyrules.Run{}
 		evs.add(EventAborted, ks.key, r.rev, now)
 		settle(r, Aborted, ErrClosed, now)
 		return true
 	}
-	switch {
-	case err != nil:
+	if err != nil {
 		ks.err().store = err
 		if ev := evs.add(EventStoreFailed, ks.key, r.rev, now); ev != nil {
 			ev.Err = fmt.Errorf("load: %w", err)
 		}
-	case ok:
-		ks.loaded, ks.live = true, rev
-	default:
-		ks.loaded = true
 	}
-	if ks.loaded && ks.live == r.rev && !r.force {
-		m.finishUnchanged(ks, r, now, evs)
+	r.needLoad = false // as the rules say (Run.Loading), also for a run that ends here
+	f := s.StoreLoaded(string(rev), ok, err != nil)
+	switch {
+	case f.Outcome == keyrules.Unchanged:
+		// The Store says r's revision is live already.
+		ks.running = nil
+		var covered *run
+		if f.AbsorbPending {
+			covered, ks.pending = ks.pending, nil
+			m.disarm(covered)
+		}
+		ks.set(s)
+		evs.add(EventUnchanged, ks.key, r.rev, now)
+		if covered != nil {
+			absorb(r, covered)
+		}
+		settle(r, Unchanged, nil, now)
 		return true
-	}
-	if r.canceled && ks.pending != nil {
+	case f.IntoPending:
 		// A newer revision arrived while the Store was read, and
 		// cancels this run before it began: its tickets go with it.
 		ks.running = nil
+		ks.set(s)
 		absorb(ks.pending, r)
 		if ev := evs.add(EventCanceled, ks.key, ks.pending.rev, now); ev != nil {
 			ev.Replaced = r.rev
 		}
 		return true
 	}
-	m.begin(ks, r, now, evs)
+	ks.set(s)
+	m.begin(ks, s, r, now, evs)
 	return false
 }
 
@@ -713,8 +751,12 @@ type events struct {
 // it returns nil when nobody listens.
 func (e *events) add(kind EventKind, key string, rev Revision, now *instant) *Event {
 	if !e.on {
-		return nil
+		return nil // inlined: with nobody listening, an event costs no call
 	}
+	return e.record(kind, key, rev, now)
+}
+
+func (e *events) record(kind EventKind, key string, rev Revision, now *instant) *Event {
 	e.list = append(e.list, Event{Kind: kind, Key: key, Revision: rev, Time: now.get(), Seq: e.seq.Add(1)})
 	return &e.list[len(e.list)-1]
 }
@@ -735,10 +777,13 @@ type instant struct {
 
 func (n *instant) get() time.Time {
 	if !n.ok {
-		n.t, n.ok = n.c.Now(), true
+		n.read()
 	}
 	return n.t
 }
+
+// read reads the clock; out of get, so that get inlines.
+func (n *instant) read() { n.t, n.ok = n.c.Now(), true }
 
 // counter counts the goroutines and armed timers of a Manager; unlike a
 // sync.WaitGroup, it can be waited on in a select. Counting is one atomic

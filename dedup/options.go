@@ -92,16 +92,6 @@ func (p RetryPolicy) validate() error {
 	return nil
 }
 
-// backoff is the wait after the given number of failed attempts (>= 1),
-// before jitter.
-func (p RetryPolicy) backoff(failures int) time.Duration {
-	d := float64(p.Initial) * math.Pow(p.Multiplier, float64(failures-1))
-	if d > float64(p.Max) || math.IsInf(d, 0) {
-		return p.Max
-	}
-	return time.Duration(d)
-}
-
 func (p Policy) validate() error {
 	for _, d := range []struct {
 		name string

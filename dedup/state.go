@@ -8,29 +8,43 @@ import (
 	"time"
 
 	"github.com/dedupdeploy/dedupdeploy/internal/clockctx"
+	"github.com/dedupdeploy/dedupdeploy/internal/keyrules"
 )
 
-// This file is the per-key state machine. A key holds at most one running
-// run and one pending run. Every transition below is called with the lock
-// of the key's shard held and never calls user code except the Clock.
+// This file applies the per-key state machine. A key holds at most one
+// running run and one pending run. The rules (what a trigger joins or
+// supersedes, when a pending run may start, what the end of an attempt
+// does) are internal/keyrules, written once for this Manager and pgdedup's.
+// A locked section builds the rules' view of its key once, in its shard's
+// scratch State (keyState.view), and passes it through the transitions
+// below; each calls the rule, copies what it changed back into the key
+// (keyState.set) and performs what the rule said on the Manager's own
+// objects: runs and their tickets, timers, concurrency slots, contexts,
+// events. Every transition is called with the lock of the key's shard held
+// and never calls user code except the Clock.
 //
-//	request:  a trigger joins the pending or running revision, is found
-//	          live already, replaces (supersedes) the pending revision, or
-//	          becomes the pending revision.
-//	schedule: the pending run starts once nothing of the key runs, its
-//	          start time (debounce, min interval, retry backoff) has come
-//	          and a concurrency slot is free; until then a timer or the
-//	          FIFO queue of keys holds it.
-//	begin:    an attempt of the running run gets its context and starts.
-//	finish:   the attempt ended: the revision is live, or the failure is
-//	          absorbed by a newer pending revision, retried, or final.
-//	abort:    Close drops the pending run.
+//	request:  keyrules.Request: a trigger joins the pending or running
+//	          revision, is found live already, replaces (supersedes) the
+//	          pending revision, or becomes the pending revision.
+//	schedule: keyrules.Schedule: the pending run starts once nothing of
+//	          the key runs, its start time (debounce, min interval, retry
+//	          backoff) has come and a concurrency slot is free; until then
+//	          a timer or the FIFO queue of keys holds it.
+//	start:    keyrules.Start: the pending run becomes the running run.
+//	loaded:   keyrules.Loaded (manager.go): what the Store said before the
+//	          key's first deploy.
+//	begin:    keyrules.Begin: an attempt of the running run gets its
+//	          context and starts.
+//	finish:   keyrules.Finish: the attempt ended: the revision is live, or
+//	          the failure is absorbed by a newer pending revision, retried,
+//	          or final.
+//	abort:    keyrules.Abort: Close drops the pending run.
 
 // keyState is the state of one key. An idle key holds only this struct.
 type keyState struct {
 	key     string
 	shard   *shard  // whose lock guards this state
-	policy  *Policy // interned: shared by every key with an equal policy
+	policy  *policy // interned: shared by every key with an equal policy
 	live    Revision
 	loaded  bool // live is known: the Store was read or a deploy succeeded
 	queued  bool // in Manager.queue, waiting for a concurrency slot; guarded by slotMu
@@ -155,77 +169,163 @@ func absorb(r, a *run) {
 	}
 }
 
+// view returns the rules' view of ks, built in its shard's scratch State
+// (shard.rules): the caller holds the shard's lock, and passes the view
+// through the transitions of its locked section, which keep it and ks in
+// step.
+//
+// The runs' times matter only to a timed policy (keyrules.Policy.Timed):
+// for any other, they are zero in every run and no rule sets them. So a
+// view for such a key leaves them alone, unless the view before was for a
+// timed key (shard.rulesTimed) and may have left some set.
+func (ks *keyState) view() *keyrules.State {
+	sh := ks.shard
+	s := &sh.rules
+	s.Live, s.Loaded, s.LastStarted = string(ks.live), ks.loaded, ks.lastStarted
+	if ks.policy.timed || sh.rulesTimed {
+		ks.running.view(&s.Running)
+		ks.pending.view(&s.Pending)
+		sh.rulesTimed = ks.policy.timed
+		return s
+	}
+	ks.running.viewUntimed(&s.Running)
+	ks.pending.viewUntimed(&s.Pending)
+	return s
+}
+
+// view fills v with the rules' view of r (nil: no run), field by field: a
+// composite literal goes through a temporary whose copy stalls the store
+// forwarding, and costs more than the rest of a trigger.
+func (r *run) view(v *keyrules.Run) {
+	if r == nil {
+		*v = keyrules.Run{}
+		return
+	}
+	v.Rev, v.Force, v.Attempts, v.Canceled, v.Loading = string(r.rev), r.force, int(r.attempts), r.canceled, r.needLoad
+	if w := r.wait; w != nil {
+		v.First, v.Last, v.RetryAt = w.first, w.last, w.retryAt
+	} else {
+		v.First, v.Last, v.RetryAt = time.Time{}, time.Time{}, time.Time{}
+	}
+}
+
+// viewUntimed is view for a run of a key whose policy is not timed: its
+// times are zero already.
+func (r *run) viewUntimed(v *keyrules.Run) {
+	if r == nil {
+		v.Rev, v.Force, v.Attempts, v.Canceled, v.Loading = "", false, 0, false, false
+		return
+	}
+	v.Rev, v.Force, v.Attempts, v.Canceled, v.Loading = string(r.rev), r.force, int(r.attempts), r.canceled, r.needLoad
+}
+
+// set copies the state s that a rule returned back into ks, whose running
+// and pending runs the caller has already moved as the rule said.
+func (ks *keyState) set(s *keyrules.State) {
+	ks.live, ks.loaded, ks.lastStarted = Revision(s.Live), s.Loaded, s.LastStarted
+	ks.setRunning(s)
+	ks.setPending(s)
+}
+
+// setRunning copies the running run of s back into ks: all that Request
+// may change when it forces or cancels the running run.
+func (ks *keyState) setRunning(s *keyrules.State) {
+	r := ks.running
+	if r == nil {
+		return
+	}
+	// The deploy goroutine reads the running run's revision and needLoad
+	// without the lock: a running run's revision never changes, and
+	// needLoad is written only when it does.
+	v := &s.Running
+	if r.needLoad != v.Loading {
+		r.needLoad = v.Loading
+	}
+	r.force, r.attempts, r.canceled = v.Force, int32(v.Attempts), v.Canceled
+	r.setTimes(v, ks.policy)
+}
+
+// setPending copies the pending run of s back into ks: all that Request
+// changes when it joins, supersedes or queues a pending revision.
+func (ks *keyState) setPending(s *keyrules.State) {
+	p := ks.pending
+	if p == nil {
+		return
+	}
+	v := &s.Pending
+	p.rev, p.force, p.attempts, p.canceled, p.needLoad = Revision(v.Rev), v.Force, int32(v.Attempts), v.Canceled, v.Loading
+	p.setTimes(v, ks.policy)
+}
+
+// setTimes copies the times of v back into r.wait, made only when the
+// policy debounces or the run waits for its retry.
+func (r *run) setTimes(v *keyrules.Run, pol *policy) {
+	if r.wait != nil || pol.Quiet > 0 || !v.RetryAt.IsZero() {
+		w := r.w()
+		w.first, w.last, w.retryAt = v.First, v.Last, v.RetryAt
+	}
+}
+
 // request handles a trigger of rev for ks. It returns the run a ticket
 // should hold (nil when rev is live already, or when the caller does not
 // wait), a run the caller must execute, and what the trigger did.
-func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *instant, evs *events) (ticket, start *run, _ did) {
-	// Join: rev is where the key is heading.
-	if p := ks.pending; p != nil && p.rev == rev {
-		p.force = p.force || force
-		if ks.policy.Quiet > 0 {
-			p.w().last = now.get()
-		}
+func (m *Manager) request(ks *keyState, s *keyrules.State, rev Revision, force, wait bool, now *instant, evs *events) (ticket, start *run, _ did) {
+	// The rules read the time only for a timed policy (keyrules.Policy.Timed),
+	// and time.Now costs as much as the rest of a trigger: read it only then.
+	var t time.Time
+	if ks.policy.timed {
+		t = now.get()
+	}
+	q := s.Request(&ks.policy.rules, t, string(rev), force)
+	switch q.Action {
+	// Request changes only the runs it names (keyrules' doc): copy back
+	// only those, on the hottest path of the Manager.
+	case keyrules.ActionJoinedPending:
+		p := ks.pending
+		ks.setPending(s)
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
 			ev.Attempt = int(p.attempts)
 		}
 		return p.waiter(wait), nil, did{action: ActionJoinedPending}
-	}
-	if r := ks.running; ks.pending == nil && r != nil && !r.canceled && r.rev == rev {
-		if r.needLoad {
-			// The Store is being read: a forced trigger must not let
-			// the run settle Unchanged if it says rev is live.
-			r.force = r.force || force
-		}
+	case keyrules.ActionJoinedRunning:
+		r := ks.running
+		ks.setRunning(s) // forced, if the Store is being read
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
 			ev.Attempt = int(r.attempts)
 		}
 		return r.waiter(wait), nil, did{action: ActionJoinedRunning}
-	}
-	if ks.pending == nil && ks.running == nil && ks.loaded && ks.live == rev && !force {
+	case keyrules.ActionUnchanged:
 		evs.add(EventUnchanged, ks.key, rev, now)
 		return nil, nil, did{action: ActionUnchanged}
 	}
 
-	// Supersede: rev replaces the pending revision in place, and the
-	// tickets of the old one move with it.
-	if p := ks.pending; p != nil {
-		old := p.rev
-		p.rev, p.force = rev, force
-		if ks.policy.Quiet > 0 {
-			p.w().last = now.get()
-		}
+	p := ks.pending
+	replaced := Revision(q.Replaced)
+	if p != nil {
+		// Supersede: rev replaced the pending revision in place, and
+		// the tickets of the old one stay with the run.
 		ks.replaced++
+		if q.Reset {
+			p.started = time.Time{} // a failed run that waited for its retry starts afresh
+		}
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
-			ev.Replaced = old
+			ev.Replaced = replaced
 		}
-		if p.attempts > 0 {
-			// It was a failed run waiting for its retry: the newer
-			// revision replaces the retry and starts afresh.
-			p.attempts, p.started = 0, time.Time{}
-			p.w().retryAt = time.Time{}
-			if ks.policy.Quiet > 0 {
-				p.w().first = p.w().last
-			}
-			return m.scheduled(ks, p, wait, old, now, evs)
+		ks.setPending(s)
+		if s.Idle() { // behind a running deploy, the common case: no call
+			return p.waiter(wait), nil, did{action: ActionQueued, replaced: replaced}
 		}
-		if ks.running == nil {
-			// Waiting for its start time or a slot: it may have gone
-			// back to the live revision.
-			return m.scheduled(ks, p, wait, old, now, evs)
-		}
-		return p.waiter(wait), nil, did{action: ActionQueued, replaced: old}
+		return m.scheduled(ks, s, p, wait, replaced, now, evs)
 	}
 
-	// Queue: rev becomes the pending revision.
-	p := &run{rev: rev, force: force}
-	if ks.policy.Quiet > 0 {
-		p.w().first = now.get()
-		p.w().last = p.w().first
-	}
+	// Queue: rev became the pending revision.
+	p = &run{}
 	ks.pending = p
+	ks.setPending(s)
 	evs.add(EventQueued, ks.key, rev, now)
-	if r := ks.running; r != nil && ks.policy.CancelInProgress && !r.canceled {
-		r.canceled = true
+	if q.Cancel {
+		ks.setRunning(s)
+		r := ks.running
 		if r.cancel != nil {
 			r.cancel()
 		}
@@ -233,7 +333,7 @@ func (m *Manager) request(ks *keyState, rev Revision, force, wait bool, now *ins
 			ev.Replaced, ev.Attempt = r.rev, int(r.attempts)
 		}
 	}
-	return m.scheduled(ks, p, wait, "", now, evs)
+	return m.scheduled(ks, s, p, wait, "", now, evs)
 }
 
 // did is what a trigger did, for its Ticket.
@@ -245,9 +345,9 @@ type did struct {
 
 // scheduled schedules the pending run p of ks, which a trigger just queued
 // or changed, and returns what request returns.
-func (m *Manager) scheduled(ks *keyState, p *run, wait bool, replaced Revision, now *instant, evs *events) (ticket, start *run, d did) {
+func (m *Manager) scheduled(ks *keyState, s *keyrules.State, p *run, wait bool, replaced Revision, now *instant, evs *events) (ticket, start *run, d did) {
 	ticket = p.waiter(wait)
-	start = m.schedule(ks, now, evs)
+	start = m.schedule(ks, s, now, evs)
 	d = did{action: ActionQueued, replaced: replaced}
 	switch {
 	case start != nil:
@@ -261,31 +361,35 @@ func (m *Manager) scheduled(ks *keyState, p *run, wait bool, replaced Revision, 
 // schedule starts the pending run of ks if nothing of ks runs and its policy
 // and the concurrency limit allow it now. Otherwise it arms a timer for when
 // the policy will allow it, or queues ks for a slot. It returns the run the
-// caller must execute, if one started.
-func (m *Manager) schedule(ks *keyState, now *instant, evs *events) *run {
-	p := ks.pending
-	if p == nil || ks.running != nil || m.closed.Load() {
-		return nil
+// caller must execute, if one started. s is the rules' view of ks.
+func (m *Manager) schedule(ks *keyState, s *keyrules.State, now *instant, evs *events) *run {
+	if m.closed.Load() {
+		return nil // nothing starts once Close began
 	}
-	if ks.loaded && p.rev == ks.live && !p.force {
+	var t time.Time
+	if ks.policy.timed { // as in request
+		t = now.get()
+	}
+	sch := s.Schedule(&ks.policy.rules, t)
+	switch sch.Kind {
+	case keyrules.BackToLive:
 		// The key went back to the live revision (say, a rollback was
 		// triggered and the newer run failed): nothing to deploy.
+		p := ks.pending
 		ks.pending = nil
 		m.disarm(p)
 		m.dequeue(ks)
 		evs.add(EventUnchanged, ks.key, p.rev, now)
 		settle(p, Unchanged, nil, now)
-		return nil
+	case keyrules.Wait:
+		m.arm(ks, ks.pending, sch.At, now.get())
+	case keyrules.Due:
+		m.disarm(ks.pending)
+		if m.takeSlot(ks) {
+			return m.start(ks, s, now, evs)
+		}
 	}
-	if at := ks.startAt(p); !at.IsZero() && at.After(now.get()) {
-		m.arm(ks, p, at, now.get())
-		return nil
-	}
-	m.disarm(p)
-	if !m.takeSlot(ks) {
-		return nil
-	}
-	return m.start(ks, now, evs)
+	return nil
 }
 
 // takeSlot takes a concurrency slot for ks, or queues ks for one.
@@ -362,7 +466,8 @@ func (m *Manager) handOver(ks *keyState, now *instant, evs *events) (*keyState, 
 			// A trigger that took the lock since the slot was passed
 			// may have queued ks again: it needs no place any more.
 			m.dequeue(ks)
-			r := m.start(ks, now, evs)
+			s := ks.view()
+			r := m.start(ks, s, now, evs)
 			sh.mu.Unlock()
 			return ks, r
 		}
@@ -376,58 +481,29 @@ func (m *Manager) handOver(ks *keyState, now *instant, evs *events) (*keyState, 
 // the key it passes a slot to: tests use it to trigger that key just then.
 var testHookHandOver func(key string)
 
-// startAt is the earliest time the pending run p may start.
-func (ks *keyState) startAt(p *run) time.Time {
-	pol := ks.policy
-	var at time.Time
-	if p.wait != nil {
-		at = p.wait.retryAt
-	}
-	if pol.MinInterval > 0 && !ks.lastStarted.IsZero() {
-		at = later(at, ks.lastStarted.Add(pol.MinInterval))
-	}
-	if pol.Quiet > 0 {
-		quiet := p.wait.last.Add(pol.Quiet)
-		if pol.MaxDelay > 0 {
-			if bound := p.wait.first.Add(pol.MaxDelay); bound.Before(quiet) {
-				quiet = bound
-			}
-		}
-		at = later(at, quiet)
-	}
-	return at
-}
-
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
-}
-
-// start moves the pending run of ks to running and takes a concurrency slot.
-func (m *Manager) start(ks *keyState, now *instant, evs *events) *run {
+// start moves the pending run of ks, which has a slot, to running.
+func (m *Manager) start(ks *keyState, s *keyrules.State, now *instant, evs *events) *run {
+	needLoad := s.Start()
 	p := ks.pending
 	m.disarm(p) // it may have waited for a slot and a timer at once
-	ks.pending = nil
-	ks.running = p
-	if !ks.loaded {
-		p.needLoad = true // the goroutine reads the Store, then begins
-		return p
+	ks.pending, ks.running = nil, p
+	ks.set(s)
+	if needLoad {
+		return p // the goroutine reads the Store, then begins
 	}
-	m.begin(ks, p, now, evs)
+	m.begin(ks, s, p, now, evs)
 	return p
 }
 
 // begin starts an attempt of the running run r.
-func (m *Manager) begin(ks *keyState, r *run, now *instant, evs *events) {
-	r.attempts++
-	ks.lastStarted = now.get()
+func (m *Manager) begin(ks *keyState, s *keyrules.State, r *run, now *instant, evs *events) {
+	s.Begin(now.get())
+	ks.set(s)
 	if r.attempts == 1 {
 		r.started = ks.lastStarted
 	}
 	ks.runs++
-	r.ctx, r.cancel = m.attemptContext(ks.policy)
+	r.ctx, r.cancel = m.attemptContext(&ks.policy.Policy)
 	if r.canceled && r.cancel != nil {
 		r.cancel() // a newer revision arrived while the Store was read
 	}
@@ -459,14 +535,33 @@ func (m *Manager) afterFunc(d time.Duration, f func()) func() bool {
 
 // finish records the end of an attempt of the running run r, which returned
 // err.
-func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *events) {
+func (m *Manager) finish(ks *keyState, s *keyrules.State, r *run, err error, now *instant, evs *events) {
+	a := keyrules.Attempt{Failed: err != nil}
+	if a.Failed {
+		a.Closed = m.closed.Load()
+		a.Aborted = a.Closed && m.base.Err() != nil // Close canceled it
+		if ks.policy.Retry.Jitter > 0 {
+			a.Jitter = rand.Float64()
+		}
+	}
+	f := s.Finish(&ks.policy.rules, now.get(), a)
 	ks.running = nil
 	ks.lastFinished = now.get()
 	dur := ks.lastFinished.Sub(ks.lastStarted)
 	r.ctx, r.cancel = nil, nil
 	m.unwatchSlow(ks)
-	if err == nil {
-		ks.live, ks.loaded = r.rev, true
+	var covered *run
+	if f.AbsorbPending {
+		// Triggered again while it ran: this run covers it.
+		covered, ks.pending = ks.pending, nil
+		m.disarm(covered)
+	}
+	if f.Retry {
+		ks.pending = r
+	}
+	ks.set(s)
+
+	if !a.Failed {
 		if ks.errs != nil {
 			ks.errs.last = nil
 		}
@@ -475,11 +570,8 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 		if ev := evs.add(EventSucceeded, ks.key, r.rev, now); ev != nil {
 			ev.Attempt, ev.Duration = int(r.attempts), dur
 		}
-		if p := ks.pending; p != nil && p.rev == r.rev && !p.force {
-			// Triggered again while it ran: this run covers it.
-			ks.pending = nil
-			m.disarm(p)
-			absorb(r, p)
+		if covered != nil {
+			absorb(r, covered)
 		}
 		settle(r, Deployed, nil, now)
 		return
@@ -488,62 +580,40 @@ func (m *Manager) finish(ks *keyState, r *run, err error, now *instant, evs *eve
 	ks.err().last = err
 	ks.failed++
 	switch {
-	case m.closed.Load():
-		o := Failed
-		if m.base.Err() != nil { // Close canceled it
-			o, err = Aborted, fmt.Errorf("%w: %w", ErrClosed, err)
-			if ev := evs.add(EventAborted, ks.key, r.rev, now); ev != nil {
-				ev.Attempt, ev.Err, ev.Duration = int(r.attempts), err, dur
-			}
-		} else {
-			evs.failed(ks, r, err, dur, now)
+	case f.Outcome == keyrules.Aborted:
+		err = fmt.Errorf("%w: %w", ErrClosed, err)
+		if ev := evs.add(EventAborted, ks.key, r.rev, now); ev != nil {
+			ev.Attempt, ev.Err, ev.Duration = int(r.attempts), err, dur
 		}
-		settle(r, o, err, now)
-	case ks.pending != nil:
+		settle(r, Aborted, err, now)
+	case f.Outcome == keyrules.Failed:
+		evs.failed(ks, r, err, dur, now)
+		settle(r, Failed, err, now)
+	case f.IntoPending:
 		// A newer revision is pending: it replaces any retry, and the
 		// tickets of r settle with it.
 		evs.failed(ks, r, err, dur, now)
 		absorb(ks.pending, r)
-	case int(r.attempts) < ks.policy.Retry.MaxAttempts:
-		delay := ks.policy.Retry.backoff(int(r.attempts))
-		if j := ks.policy.Retry.Jitter; j > 0 {
-			delay -= time.Duration(j * rand.Float64() * float64(delay))
-		}
-		r.w().retryAt = now.get().Add(delay)
-		r.canceled = false
-		ks.pending = r
+	case f.Retry:
 		if ev := evs.add(EventRetrying, ks.key, r.rev, now); ev != nil {
-			ev.Attempt, ev.Err, ev.Duration, ev.Delay = int(r.attempts), err, dur, delay
+			ev.Attempt, ev.Err, ev.Duration, ev.Delay = int(r.attempts), err, dur, f.Delay
 		}
-	default:
-		evs.failed(ks, r, err, dur, now)
-		settle(r, Failed, err, now)
 	}
-}
-
-// finishUnchanged ends the running run r without an attempt: the Store says
-// its revision is live already.
-func (m *Manager) finishUnchanged(ks *keyState, r *run, now *instant, evs *events) {
-	ks.running = nil
-	evs.add(EventUnchanged, ks.key, r.rev, now)
-	if p := ks.pending; p != nil && p.rev == r.rev && !p.force {
-		ks.pending = nil
-		m.disarm(p)
-		absorb(r, p)
-	}
-	settle(r, Unchanged, nil, now)
 }
 
 // abort drops the pending run of ks (Close).
 func (m *Manager) abort(ks *keyState, now *instant, evs *events) {
-	p := ks.pending
-	if p == nil {
+	s := ks.view()
+	dropped, ok := s.Abort()
+	if !ok {
 		return
 	}
+	p := ks.pending
 	ks.pending = nil
+	ks.set(s)
 	m.disarm(p)
 	if ev := evs.add(EventAborted, ks.key, p.rev, now); ev != nil {
-		ev.Attempt = int(p.attempts)
+		ev.Attempt = dropped.Attempts
 	}
 	settle(p, Aborted, ErrClosed, now)
 }
@@ -589,7 +659,8 @@ func (m *Manager) fire(ks *keyState, p *run, gen uint32) {
 	}
 	p.wait.timer = nil
 	now := instant{c: m.clock}
-	r := m.schedule(ks, &now, &evs)
+	s := ks.view()
+	r := m.schedule(ks, s, &now, &evs)
 	if r != nil {
 		m.wg.Add(1)
 	}
@@ -623,7 +694,8 @@ func (m *Manager) status(ks *keyState) Status {
 		}
 		if ks.running == nil {
 			s.Attempt = int(p.attempts)
-			s.NextStart = ks.startAt(p)
+			v := ks.view()
+			s.NextStart = v.StartAt(&ks.policy.rules)
 		}
 	}
 	return s

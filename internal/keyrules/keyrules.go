@@ -9,6 +9,18 @@
 // caller passes the time and the jitter, so one input gives one output, and
 // no function allocates.
 //
+// Each step also exists as a method of *State that changes the State in
+// place (State.Request, State.Schedule, State.StoreLoaded, ...); the
+// functions are those methods on a copy. A caller that keeps its own
+// representation of a key builds a State once per locked section, passes
+// its address through the steps, and copies the changes back: the
+// in-memory dedup.Manager does so (in a scratch State per lock, not on a
+// small goroutine stack), keeping its pointer-based runs
+// (an idle key stays small) and doing only the mechanics itself (locks,
+// tickets, timers, concurrency slots, contexts, events, the Store).
+// Neither Manager writes a rule of its own, and internal/refmodel, the
+// reference model both model tests use, checks them alike.
+//
 // A key holds at most one running run and one pending run. A run is one
 // intended deploy of one revision, and the callers' tickets wait on it.
 // The steps, in the order a run meets them:
@@ -16,13 +28,15 @@
 //	Request:  a trigger joins the pending or running revision, is found
 //	          live already, supersedes the pending revision in place, or
 //	          becomes the pending revision (cancelling the running attempt
-//	          with CancelInProgress).
+//	          with CancelInProgress). A forced trigger that joins a run
+//	          whose Store is being read (Run.Loading) makes it forced.
 //	Schedule: the pending run is due (the caller starts it when it has a
 //	          slot), waits for its start time (debounce, min interval,
 //	          retry backoff: arm a timer), or went back to the live
 //	          revision (its tickets settle Unchanged).
 //	Start:    the pending run becomes the running run.
-//	Loaded:   before a key's first deploy, what the Store holds is known.
+//	Loaded:   before a key's first deploy, what the Store holds is known
+//	          (a revision beside ok=false means nothing).
 //	Begin:    an attempt of the running run starts.
 //	Finish:   the attempt ended: the revision is live, or the failure is
 //	          absorbed by a newer pending revision, retried, or final.
@@ -59,6 +73,18 @@ type Policy struct {
 	CancelInProgress bool          // a newer revision cancels the running attempt
 }
 
+// Timed reports whether the rules read the time for this policy: with
+// debounce, a minimum interval or retries. When it is false, Request and
+// Schedule do not depend on now (Request records it in the pending run's
+// First and Last, which only debounce reads), so a caller for which reading
+// the clock costs may pass the zero time to them. Begin and Finish record
+// now whatever the policy, in LastStarted only: given the zero time for
+// Request and Schedule, no step sets a run's First, Last or RetryAt for
+// such a policy.
+func (p *Policy) Timed() bool {
+	return p.Quiet > 0 || p.MinInterval > 0 || p.MaxAttempts > 1
+}
+
 // Backoff is the wait after the given number of failed attempts (at least
 // 1), cut by jitter (in [0, 1), the caller's random draw) times RetryJitter.
 func (p *Policy) Backoff(failures int, jitter float64) time.Duration {
@@ -80,6 +106,11 @@ type Run struct {
 	Force    bool   // deploy even if Rev is live
 	Attempts int    // attempts started so far
 	Canceled bool   // its attempt's context was canceled for a newer revision
+	// Loading: the running run waits for the Store to be read before its
+	// first attempt (Start said needLoad; Loaded not called yet). A forced
+	// trigger that joins it then makes it forced, so that the Store
+	// cannot turn it into Unchanged.
+	Loading bool
 
 	// First and Last are the first and latest trigger of the burst the
 	// pending run collects (debounce); RetryAt is the earliest next
@@ -126,18 +157,37 @@ type Requested struct {
 // Request applies a trigger of rev (force: deploy even if live). The caller
 // attaches the trigger's ticket to the run the Action names (none for
 // ActionUnchanged: settle it at once), then calls Schedule.
+//
+// Request changes the pending run (when it joins, supersedes or queues a
+// revision) and the running run only when it joins it (ActionJoinedRunning)
+// or cancels it (Requested.Cancel); never Live, Loaded or LastStarted. A
+// caller that copies the State back into structures of its own may copy
+// only those.
 func Request(s State, p *Policy, now time.Time, rev string, force bool) (State, Requested) {
+	q := s.Request(p, now, rev, force)
+	return s, q
+}
+
+// Request is the function Request applied to s in place: callers that
+// keep a State in a struct of their own, or build one per transition, save
+// the copies in and out.
+func (s *State) Request(p *Policy, now time.Time, rev string, force bool) Requested {
 	// Join: rev is where the key is heading.
 	if s.Pending.Active() && s.Pending.Rev == rev {
 		s.Pending.Force = s.Pending.Force || force
 		s.Pending.Last = now
-		return s, Requested{Action: ActionJoinedPending}
+		return Requested{Action: ActionJoinedPending}
 	}
 	if !s.Pending.Active() && s.Running.Active() && !s.Running.Canceled && s.Running.Rev == rev {
-		return s, Requested{Action: ActionJoinedRunning}
+		if s.Running.Loading {
+			// The Store is being read: a forced trigger must not let
+			// the run settle Unchanged if it says rev is live.
+			s.Running.Force = s.Running.Force || force
+		}
+		return Requested{Action: ActionJoinedRunning}
 	}
 	if !s.Pending.Active() && !s.Running.Active() && s.Loaded && s.Live == rev && !force {
-		return s, Requested{Action: ActionUnchanged}
+		return Requested{Action: ActionUnchanged}
 	}
 
 	// Supersede: rev replaces the pending revision in place.
@@ -150,7 +200,7 @@ func Request(s State, p *Policy, now time.Time, rev string, force bool) (State, 
 			s.Pending.Attempts, s.Pending.RetryAt, s.Pending.First = 0, time.Time{}, now
 			q.Reset = true
 		}
-		return s, q
+		return q
 	}
 
 	// Queue: rev becomes the pending revision.
@@ -160,7 +210,7 @@ func Request(s State, p *Policy, now time.Time, rev string, force bool) (State, 
 		s.Running.Canceled = true
 		q.Cancel = true
 	}
-	return s, q
+	return q
 }
 
 // ScheduleKind is what Schedule found.
@@ -189,22 +239,40 @@ type Scheduled struct {
 
 // Schedule looks at the pending run when nothing of the key runs.
 func Schedule(s State, p *Policy, now time.Time) (State, Scheduled) {
-	if !s.Pending.Active() || s.Running.Active() {
-		return s, Scheduled{}
+	sch := s.Schedule(p, now)
+	return s, sch
+}
+
+// Schedule is the function Schedule applied to s in place.
+func (s *State) Schedule(p *Policy, now time.Time) Scheduled {
+	if s.Idle() {
+		return Scheduled{} // small enough to inline: the common answer costs no call
 	}
+	return s.schedule(p, now)
+}
+
+// Idle reports whether Schedule would find nothing to do: nothing is
+// pending, or a run is running. A caller on a hot path may skip Schedule
+// then.
+func (s *State) Idle() bool { return s.Pending.Rev == "" || s.Running.Rev != "" }
+
+func (s *State) schedule(p *Policy, now time.Time) Scheduled {
 	if s.Loaded && s.Pending.Rev == s.Live && !s.Pending.Force {
 		rev := s.Pending.Rev
 		s.Pending = Run{}
-		return s, Scheduled{Kind: BackToLive, Rev: rev}
+		return Scheduled{Kind: BackToLive, Rev: rev}
 	}
-	if at := StartAt(s, p); !at.IsZero() && at.After(now) {
-		return s, Scheduled{Kind: Wait, At: at}
+	if at := s.StartAt(p); !at.IsZero() && at.After(now) {
+		return Scheduled{Kind: Wait, At: at}
 	}
-	return s, Scheduled{Kind: Due}
+	return Scheduled{Kind: Due}
 }
 
 // StartAt is the earliest time the pending run may start (zero: at once).
-func StartAt(s State, p *Policy) time.Time {
+func StartAt(s State, p *Policy) time.Time { return s.StartAt(p) }
+
+// StartAt is the function StartAt of s.
+func (s *State) StartAt(p *Policy) time.Time {
 	at := s.Pending.RetryAt
 	if p.MinInterval > 0 && !s.LastStarted.IsZero() {
 		at = later(at, s.LastStarted.Add(p.MinInterval))
@@ -232,41 +300,65 @@ func later(a, b time.Time) time.Time {
 // live revision is not known yet: the caller reads its Store and calls
 // Loaded; otherwise it calls Begin.
 func Start(s State) (_ State, needLoad bool) {
-	s.Running, s.Pending = s.Pending, Run{}
-	return s, !s.Loaded
+	needLoad = s.Start()
+	return s, needLoad
+}
+
+// Start is the function Start applied to s in place.
+func (s *State) Start() (needLoad bool) {
+	s.Running = s.Pending
+	s.Pending = Run{}
+	s.Running.Loading = !s.Loaded
+	return !s.Loaded
 }
 
 // Begin starts an attempt of the running run.
 func Begin(s State, now time.Time) State {
-	s.Running.Attempts++
-	s.LastStarted = now
+	s.Begin(now)
 	return s
 }
 
+// Begin is the function Begin applied to s in place.
+func (s *State) Begin(now time.Time) {
+	s.Running.Loading = false // also for a caller that skips Loaded
+	s.Running.Attempts++
+	s.LastStarted = now
+}
+
 // Loaded records what the Store said before the key's first deploy (ok:
-// it knew the key; failed: reading it failed, the key stays not loaded).
-// If the running run turns out live already, it ends: Finished.Outcome is
-// Unchanged. If a newer revision canceled it meanwhile, its tickets go to
-// the pending run (Finished.IntoPending). Otherwise the caller calls Begin.
+// it knew the key, and rev is its live revision; failed: reading it failed,
+// the key stays not loaded). Without ok, or with failed, rev is ignored. If
+// the running run turns out live already (and is not forced), it ends:
+// Finished.Outcome is Unchanged. If a newer revision canceled it meanwhile,
+// its tickets go to the pending run (Finished.IntoPending). Otherwise the
+// caller calls Begin.
 func Loaded(s State, rev string, ok, failed bool) (State, Finished) {
+	f := s.StoreLoaded(rev, ok, failed)
+	return s, f
+}
+
+// StoreLoaded is the function Loaded applied to s in place (a method
+// cannot share the name of the field Loaded).
+func (s *State) StoreLoaded(rev string, ok, failed bool) Finished {
+	s.Running.Loading = false
 	if !failed {
 		s.Loaded = true
 		if ok {
 			s.Live = rev
 		}
 	}
-	if s.Loaded && rev == s.Running.Rev && !s.Running.Force {
+	if s.Loaded && s.Live == s.Running.Rev && !s.Running.Force {
 		var f Finished
-		s, f.AbsorbPending = absorb(s)
+		f.AbsorbPending = s.absorb()
 		s.Running = Run{}
 		f.Outcome = Unchanged
-		return s, f
+		return f
 	}
 	if s.Running.Canceled && s.Pending.Active() {
 		s.Running = Run{}
-		return s, Finished{IntoPending: true}
+		return Finished{IntoPending: true}
 	}
-	return s, Finished{Begin: true}
+	return Finished{Begin: true}
 }
 
 // Outcome is how the running run's tickets settle, as dedup.Outcome says it
@@ -313,17 +405,22 @@ type Finished struct {
 
 // Finish records the end of the running attempt. Call Schedule next.
 func Finish(s State, p *Policy, now time.Time, a Attempt) (State, Finished) {
-	r := s.Running
-	s.Running = Run{}
+	f := s.Finish(p, now, a)
+	return s, f
+}
+
+// Finish is the function Finish applied to s in place.
+func (s *State) Finish(p *Policy, now time.Time, a Attempt) Finished {
 	var f Finished
 	if !a.Failed {
-		s.Live, s.Loaded = r.Rev, true
-		s.Running = r
-		s, f.AbsorbPending = absorb(s)
+		s.Live, s.Loaded = s.Running.Rev, true
+		f.AbsorbPending = s.absorb()
 		s.Running = Run{}
 		f.Outcome = Deployed
-		return s, f
+		return f
 	}
+	r := s.Running
+	s.Running = Run{}
 	switch {
 	case a.Closed:
 		f.Outcome = Failed
@@ -341,26 +438,32 @@ func Finish(s State, p *Policy, now time.Time, a Attempt) (State, Finished) {
 	default:
 		f.Outcome = Failed
 	}
-	return s, f
+	return f
 }
 
 // absorb drops a pending run of the running revision that is not forced.
-func absorb(s State) (State, bool) {
+func (s *State) absorb() bool {
 	if s.Pending.Active() && s.Pending.Rev == s.Running.Rev && !s.Pending.Force {
 		s.Pending = Run{}
-		return s, true
+		return true
 	}
-	return s, false
+	return false
 }
 
 // Abort drops the pending run (Close): its tickets settle Aborted with the
 // returned run's revision. ok is false when nothing was pending.
 func Abort(s State) (_ State, dropped Run, ok bool) {
+	dropped, ok = s.Abort()
+	return s, dropped, ok
+}
+
+// Abort is the function Abort applied to s in place.
+func (s *State) Abort() (dropped Run, ok bool) {
 	if !s.Pending.Active() {
-		return s, Run{}, false
+		return Run{}, false
 	}
 	dropped, s.Pending = s.Pending, Run{}
-	return s, dropped, true
+	return dropped, true
 }
 
 // Interrupt takes back the running run whose attempt was lost without an
@@ -369,17 +472,25 @@ func Abort(s State) (_ State, dropped Run, ok bool) {
 // otherwise the interrupted run becomes the pending run again, to run anew,
 // keeping its attempts and tickets. Call Schedule next.
 func Interrupt(s State) (State, Finished) {
+	f := s.Interrupt()
+	return s, f
+}
+
+// Interrupt is the function Interrupt applied to s in place.
+func (s *State) Interrupt() Finished {
 	r := s.Running
 	s.Running = Run{}
 	if !r.Active() {
-		return s, Finished{}
+		return Finished{}
 	}
 	if s.Pending.Active() {
-		return s, Finished{IntoPending: true}
+		return Finished{IntoPending: true}
 	}
-	r.Canceled = false
+	if !r.Loading {
+		r.Attempts = max(r.Attempts-1, 0) // the lost attempt does not count
+	}
+	r.Canceled, r.Loading = false, false
 	r.RetryAt = time.Time{}
-	r.Attempts = max(r.Attempts-1, 0) // the lost attempt does not count
 	s.Pending = r
-	return s, Finished{Retry: true}
+	return Finished{Retry: true}
 }

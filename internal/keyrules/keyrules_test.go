@@ -318,6 +318,192 @@ func runModel(t *testing.T, rng *rand.Rand) {
 	}
 }
 
+// TestForceWhileLoading: a forced trigger that joins a run whose Store is
+// being read makes it forced, so that the Store saying the revision is
+// live does not settle it Unchanged; once the attempt began, joining
+// changes nothing.
+func TestForceWhileLoading(t *testing.T) {
+	pol := &keyrules.Policy{}
+	s, _ := keyrules.Request(keyrules.State{}, pol, t0, "v1", false)
+	s, _ = keyrules.Schedule(s, pol, t0)
+	s, needLoad := keyrules.Start(s)
+	if !needLoad || !s.Running.Loading {
+		t.Fatalf("Start of a key never loaded: needLoad %v, Loading %v; want both", needLoad, s.Running.Loading)
+	}
+	s, q := keyrules.Request(s, pol, t0, "v1", true)
+	if q.Action != keyrules.ActionJoinedRunning || !s.Running.Force {
+		t.Fatalf("forced trigger while loading: %+v, Force %v; want joined running, forced", q, s.Running.Force)
+	}
+	s, f := keyrules.Loaded(s, "v1", true, false)
+	if !f.Begin || s.Running.Loading || s.Live != "v1" {
+		t.Fatalf("Loaded(v1 live) of a forced run = %+v, %+v; want Begin", s, f)
+	}
+	s = keyrules.Begin(s, t0)
+	s.Running.Force = false
+	s, _ = keyrules.Request(s, pol, t0, "v1", true)
+	if s.Running.Force {
+		t.Fatalf("a forced trigger joining a begun attempt made it forced")
+	}
+}
+
+func TestLoadedHardened(t *testing.T) {
+	loading := func(r keyrules.Run) keyrules.State {
+		r.Loading = true
+		return keyrules.State{Running: r}
+	}
+	v1 := keyrules.Run{Rev: "v1"}
+	for _, tc := range []struct {
+		name       string
+		s          keyrules.State
+		rev        string
+		ok, failed bool
+		want       keyrules.Finished
+		loaded     bool
+		live       string
+	}{
+		{"live already", loading(v1), "v1", true, false, keyrules.Finished{Outcome: keyrules.Unchanged}, true, "v1"},
+		{"other live", loading(v1), "v0", true, false, keyrules.Finished{Begin: true}, true, "v0"},
+		{"unknown key", loading(v1), "", false, false, keyrules.Finished{Begin: true}, true, ""},
+		{"ok=false ignores rev", loading(v1), "v1", false, false, keyrules.Finished{Begin: true}, true, ""},
+		{"failed ignores rev", loading(v1), "v1", true, true, keyrules.Finished{Begin: true}, false, ""},
+		{"forced", loading(keyrules.Run{Rev: "v1", Force: true}), "v1", true, false, keyrules.Finished{Begin: true}, true, "v1"},
+		{"absorbs pending", keyrules.State{Running: keyrules.Run{Rev: "v1", Loading: true}, Pending: keyrules.Run{Rev: "v1"}}, "v1", true, false,
+			keyrules.Finished{Outcome: keyrules.Unchanged, AbsorbPending: true}, true, "v1"},
+		{"canceled for newer", keyrules.State{Running: keyrules.Run{Rev: "v1", Loading: true, Canceled: true}, Pending: keyrules.Run{Rev: "v2"}}, "v0", true, false,
+			keyrules.Finished{IntoPending: true}, true, "v0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, f := keyrules.Loaded(tc.s, tc.rev, tc.ok, tc.failed)
+			if f != tc.want || s.Loaded != tc.loaded || s.Live != tc.live || s.Running.Loading {
+				t.Errorf("Loaded = %+v, %+v; want %+v, loaded %v, live %q", s, f, tc.want, tc.loaded, tc.live)
+			}
+			if f.Begin != s.Running.Active() {
+				t.Errorf("Loaded: Begin %v with running %q", f.Begin, s.Running.Rev)
+			}
+		})
+	}
+}
+
+// TestTimed: for a policy that is not Timed, Request and Schedule give the
+// same answer whatever now is (but for the burst times they record).
+func TestTimed(t *testing.T) {
+	pols := []keyrules.Policy{{}, {CancelInProgress: true}, {MaxAttempts: 1}}
+	timed := []keyrules.Policy{{Quiet: 1}, {MinInterval: 1}, {MaxAttempts: 2}}
+	for _, p := range timed {
+		if !p.Timed() {
+			t.Errorf("%+v is not Timed", p)
+		}
+	}
+	states := []keyrules.State{
+		{}, {Loaded: true, Live: "v1"}, {Loaded: true, Running: keyrules.Run{Rev: "v1", Attempts: 1}, LastStarted: t0},
+		{Loaded: true, Running: keyrules.Run{Rev: "v1", Attempts: 1}, Pending: keyrules.Run{Rev: "v2", First: t0, Last: t0}, LastStarted: t0},
+		{Loaded: true, Live: "v0", Pending: keyrules.Run{Rev: "v2", First: t0, Last: t0}, LastStarted: t0},
+	}
+	noBurst := func(s keyrules.State) keyrules.State {
+		s.Pending.First, s.Pending.Last = time.Time{}, time.Time{}
+		return s
+	}
+	for _, p := range pols {
+		if p.Timed() {
+			t.Fatalf("%+v is Timed", p)
+		}
+		for _, s := range states {
+			for _, rev := range []string{"v0", "v1", "v2", "v3"} {
+				for _, force := range []bool{false, true} {
+					a, qa := keyrules.Request(s, &p, time.Time{}, rev, force)
+					b, qb := keyrules.Request(s, &p, t0.Add(time.Hour), rev, force)
+					if noBurst(a) != noBurst(b) || qa != qb {
+						t.Errorf("Request(%+v, %q) depends on now: %+v %+v vs %+v %+v", s, rev, a, qa, b, qb)
+					}
+					a, sa := keyrules.Schedule(a, &p, time.Time{})
+					b, sb := keyrules.Schedule(b, &p, t0.Add(time.Hour))
+					if noBurst(a) != noBurst(b) || sa != sb {
+						t.Errorf("Schedule after Request(%+v, %q) depends on now: %+v vs %+v", s, rev, sa, sb)
+					}
+					// Given the zero time, no step sets a run's times
+					// (dedup's view relies on it).
+					z := noTimes(s)
+					z, _ = keyrules.Request(z, &p, time.Time{}, rev, force)
+					z, _ = keyrules.Schedule(z, &p, time.Time{})
+					if z.Running.Active() {
+						z, _ = keyrules.Finish(z, &p, t0.Add(time.Hour), keyrules.Attempt{Failed: force})
+					} else if z.Pending.Active() {
+						z, _ = keyrules.Start(z)
+						z = keyrules.Begin(z, t0.Add(time.Hour))
+					}
+					if noTimes(z) != z {
+						t.Errorf("untimed steps from %+v set a run's times: %+v", s, z)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestBeginEndsLoading(t *testing.T) {
+	s, _ := keyrules.Start(keyrules.State{Pending: keyrules.Run{Rev: "v1"}})
+	s = keyrules.Begin(s, t0)
+	if s.Running.Loading || s.Running.Attempts != 1 {
+		t.Fatalf("Begin without Loaded = %+v; want an attempt, not loading", s.Running)
+	}
+	s, f := keyrules.Interrupt(s)
+	if !f.Retry || s.Pending.Attempts != 0 {
+		t.Fatalf("Interrupt after Begin = %+v, %+v; want the lost attempt not counted", s, f)
+	}
+}
+
+// noTimes is s with its runs' times zero.
+func noTimes(s keyrules.State) keyrules.State {
+	for _, r := range []*keyrules.Run{&s.Running, &s.Pending} {
+		r.First, r.Last, r.RetryAt = time.Time{}, time.Time{}, time.Time{}
+	}
+	return s
+}
+
+func TestInterruptWhileLoading(t *testing.T) {
+	s := keyrules.State{Running: keyrules.Run{Rev: "v1", Attempts: 1, Loading: true}}
+	s, f := keyrules.Interrupt(s)
+	if !f.Retry || s.Pending.Attempts != 1 || s.Pending.Loading {
+		t.Fatalf("Interrupt while loading = %+v, %+v; want v1 pending again with its 1 attempt", s, f)
+	}
+}
+
+// TestRequestChanges checks what Request promises callers that copy only
+// what changed: it changes the running run only when it joins or cancels
+// it, and never Live, Loaded or LastStarted.
+func TestRequestChanges(t *testing.T) {
+	revs := []string{"", "v1", "v2"}
+	var runs []keyrules.Run
+	for _, rev := range revs {
+		for _, b := range []int{0, 1, 2, 4, 8, 15} {
+			runs = append(runs, keyrules.Run{Rev: rev, Force: b&1 != 0, Canceled: b&2 != 0, Loading: b&4 != 0, Attempts: b >> 3, First: t0, Last: t0})
+		}
+	}
+	pols := []keyrules.Policy{{}, {CancelInProgress: true}, {Quiet: time.Second, MaxAttempts: 3}}
+	for _, p := range pols {
+		for _, live := range revs {
+			for _, loaded := range []bool{false, true} {
+				for _, running := range runs {
+					for _, pending := range runs {
+						s := keyrules.State{Live: live, Loaded: loaded, Running: running, Pending: pending, LastStarted: t0}
+						for _, rev := range revs[1:] {
+							for _, force := range []bool{false, true} {
+								got, q := keyrules.Request(s, &p, t0.Add(time.Second), rev, force)
+								if got.Live != s.Live || got.Loaded != s.Loaded || got.LastStarted != s.LastStarted {
+									t.Fatalf("Request(%+v, %q) changed the key: %+v", s, rev, got)
+								}
+								if got.Running != s.Running && q.Action != keyrules.ActionJoinedRunning && !q.Cancel {
+									t.Fatalf("Request(%+v, %q) = %+v changed the running run: %+v", s, rev, q, got.Running)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 func TestLoaded(t *testing.T) {
 	run := keyrules.Run{Rev: "v1"}
 	for _, tc := range []struct {

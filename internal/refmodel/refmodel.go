@@ -19,6 +19,7 @@ package refmodel
 
 import (
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
@@ -79,6 +80,14 @@ type Model struct {
 	Starts          []Start
 	Closed          bool
 	CanceledByClose []string
+
+	// Before, if set, orders keys that come due at the same instant in
+	// Advance: it reports whether key a went before key b at instant at.
+	// The contract leaves that order open, and it matters only for
+	// concurrency slots (the first key takes the last free slot); a test
+	// that learns the Manager's order sets Before to follow it (see
+	// SlotOrder). Unset, ties go in Order.
+	Before func(a, b string, at time.Time) bool
 }
 
 // New returns a model of keys, each Loaded with no live revision and
@@ -379,7 +388,7 @@ func (m *Model) Advance(to time.Time) {
 			default:
 				continue
 			}
-			if nextKey == "" || at.Before(next) {
+			if nextKey == "" || at.Before(next) || at.Equal(next) && m.Before != nil && m.Before(key, nextKey, at) {
 				next, nextKey = at, key
 			}
 		}
@@ -394,6 +403,51 @@ func (m *Model) Advance(to time.Time) {
 			m.TryStart(nextKey)
 		}
 	}
+}
+
+// SlotOrder records a Manager's operations on its concurrency slots (take,
+// queue, release) in the order it made them, with their instant, and
+// answers Model.Before from them: of two keys due at the same instant, the
+// one that made its first slot operation at that instant first went first.
+// Without a slot operation a key's turn changes nothing for the others. It
+// is safe for concurrent use; its zero value is ready.
+type SlotOrder struct {
+	mu  sync.Mutex
+	ops []slotOp
+}
+
+type slotOp struct {
+	key string
+	at  time.Time
+}
+
+// Record records a slot operation of key at instant at (call it from the
+// Manager's slot hook, with the Manager's clock).
+func (o *SlotOrder) Record(key string, at time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ops = append(o.ops, slotOp{key, at})
+}
+
+// Before reports whether key a, due at the same instant as key b, went
+// first: it made a slot operation at that instant, and b made none or a
+// later one. It has the signature of Model.Before.
+func (o *SlotOrder) Before(a, b string, at time.Time) bool {
+	ia, ib := o.first(a, at), o.first(b, at)
+	return ia >= 0 && (ib < 0 || ia < ib)
+}
+
+// first is the position of key's first slot operation at instant at, or -1
+// if it made none then.
+func (o *SlotOrder) first(key string, at time.Time) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i, op := range o.ops {
+		if op.key == key && op.at.Equal(at) {
+			return i
+		}
+	}
+	return -1
 }
 
 // Close closes the model's Manager: pending runs settle Aborted, running
