@@ -16,8 +16,10 @@ import (
 // Policy values are comparable; a Manager keeps one copy of each distinct
 // Policy, however many keys use it.
 type Policy struct {
-	// Quiet delays the start of a run until no trigger for the key has
-	// arrived for Quiet (debounce).
+	// Quiet delays the start of a run until no trigger of a new revision
+	// for the key has arrived for Quiet (debounce). A trigger of the
+	// revision already pending does not restart it: a poller hands over
+	// every poll's revision, changed or not.
 	Quiet time.Duration
 	// MaxDelay bounds the debounce: a run starts at most MaxDelay after the
 	// first trigger of the burst, however often triggers keep arriving.
@@ -149,8 +151,9 @@ func WithStore(s Store) Option {
 	}
 }
 
-// WithDebounce starts a run only after quiet has passed with no new trigger
-// for the key, but never later than maxDelay after the first trigger of the
+// WithDebounce starts a run only after quiet has passed with no trigger of
+// a new revision for the key (a trigger of the pending revision does not
+// count), but never later than maxDelay after the first trigger of the
 // burst (zero maxDelay: no bound). It sets Policy.Quiet and Policy.MaxDelay
 // of the default policy.
 func WithDebounce(quiet, maxDelay time.Duration) Option {

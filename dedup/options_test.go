@@ -92,18 +92,37 @@ func TestDebounceAfterRunningDeploy(t *testing.T) {
 	clock.Set(at(12 * time.Second))
 	t2 := trigger(t, m, "web", "v2")
 	clock.Set(at(14 * time.Second))
-	trigger(t, m, "web", "v2") // joins, and pushes the start to 24s
+	trigger(t, m, "web", "v2") // joins: the same revision does not push the start
 	clock.Set(at(15 * time.Second))
 	c1.Finish(nil)
 	require.NoError(t, clock.WaitTimers(ctx, 1), "the follow-up's debounce timer")
-	clock.Set(at(24*time.Second - 1))
+	clock.Set(at(22*time.Second - 1))
 	requireNotStarted(t, m, "web", "during the quiet period")
-	clock.Set(at(24 * time.Second))
+	clock.Set(at(22 * time.Second))
 	c2 := nextCall(ctx, t, d)
 	requireCall(t, c2, "web", "v2")
 	c2.Finish(nil)
 	res := await(ctx, t, t2)
-	require.Equal(t, at(24*time.Second), res.Started, "Result.Started")
+	require.Equal(t, at(22*time.Second), res.Started, "Result.Started")
+}
+
+// A poller hands every poll's revision to the Manager (level-triggered):
+// polls more frequent than the debounce's quiet period must not keep a
+// revision from ever starting.
+func TestDebounceWithLevelTriggeredPolls(t *testing.T) {
+	ctx := testContext(t)
+	clock := new(deduptest.Clock)
+	d := new(deduptest.Deployer)
+	m := newManager(t, d, dedup.WithClock(clock), dedup.WithDebounce(10*time.Second, 0))
+	for poll := time.Duration(0); poll < 10*time.Second; poll += 3 * time.Second {
+		clock.Set(at(poll))
+		requireNotStarted(t, m, "web", "during the quiet period")
+		require.NoError(t, m.Notify("web", "v1"), "Notify")
+	}
+	clock.Set(at(10 * time.Second))
+	c := nextCall(ctx, t, d)
+	requireCall(t, c, "web", "v1")
+	c.Finish(nil)
 }
 
 func TestMinInterval(t *testing.T) {

@@ -174,8 +174,9 @@ func Request(s State, p *Policy, now time.Time, rev string, force bool) (State, 
 func (s *State) Request(p *Policy, now time.Time, rev string, force bool) Requested {
 	// Join: rev is where the key is heading.
 	if s.Pending.Active() && s.Pending.Rev == rev {
+		// Not a new trigger for the debounce: a poller hands every poll's
+		// revision over, and must not keep the quiet period from ending.
 		s.Pending.Force = s.Pending.Force || force
-		s.Pending.Last = now
 		return Requested{Action: ActionJoinedPending}
 	}
 	if !s.Pending.Active() && s.Running.Active() && !s.Running.Canceled && s.Running.Rev == rev {

@@ -146,8 +146,7 @@ func (m *Model) Trigger(key string, rev dedup.Revision, force bool, t *Ticket) (
 	running := k.Running != nil
 	switch {
 	case k.Pending != nil && k.Pending.Rev == rev:
-		k.Pending.Force = k.Pending.Force || force
-		k.Pending.Last = m.Now
+		k.Pending.Force = k.Pending.Force || force // the quiet period goes on
 		k.Pending.Tickets = append(k.Pending.Tickets, tickets...)
 		return dedup.ActionJoinedPending, ""
 	case k.Pending == nil && k.Running != nil && !k.Running.Canceled && k.Running.Rev == rev:
