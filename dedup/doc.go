@@ -72,7 +72,8 @@
 // Memory per key does not grow with the number of triggers: a storm of
 // distinct revisions during one long deploy keeps one pending slot, and
 // deploys that keep failing while newer revisions arrive keep only the runs
-// that unsettled tickets wait on. An idle
+// that tickets still held wait on (a Ticket dropped by its caller is not
+// kept). An idle
 // key has no goroutine and no timer; a goroutine exists only while a deploy
 // of its key runs. The Manager keeps every key it has seen until
 // Manager.Forget drops an idle one.

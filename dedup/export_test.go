@@ -25,8 +25,8 @@ func RunsHeld(m *Manager, key string) int {
 			return
 		}
 		n++
-		for _, a := range r.absorbed {
-			count(a)
+		for _, w := range r.absorbed {
+			count(w.Value()) // nil once collected
 		}
 	}
 	count(ks.running)

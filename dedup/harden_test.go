@@ -188,7 +188,7 @@ func TestFailingStormHoldsBoundedMemory(t *testing.T) {
 	for _, tc := range []struct {
 		cancel bool
 		how    string // how the newer revisions arrive
-	}{{false, "notify"}, {true, "notify"}, {false, "submit"}} {
+	}{{false, "notify"}, {true, "notify"}, {false, "submit"}, {false, "trigger-and-drop"}, {true, "trigger-and-drop"}} {
 		cancel := tc.cancel
 		t.Run(fmt.Sprintf("cancelInProgress=%v/%s", cancel, tc.how), func(t *testing.T) {
 			ctx := testContext(t)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+	"weak"
 
 	"github.com/dedupdeploy/dedupdeploy/internal/clockctx"
 	"github.com/dedupdeploy/dedupdeploy/internal/keyrules"
@@ -104,7 +105,7 @@ type run struct {
 	by       *run
 	err      error
 	finished time.Time
-	absorbed []*run // runs whose tickets this run settles too
+	absorbed []weak.Pointer[run] // runs whose tickets this run settles too, while a ticket holds them
 }
 
 // runWait holds what a pending run needs to wait for its start time. It is
@@ -145,27 +146,36 @@ func settle(r *run, o Outcome, err error, now *instant) {
 	if r.done != nil {
 		close(r.done)
 	}
-	for i, a := range r.absorbed { // flat: absorb moved theirs here
-		a.by = r
-		close(a.done)
-		r.absorbed[i] = nil
+	for _, w := range r.absorbed { // flat: absorb moved theirs here
+		if a := w.Value(); a != nil {
+			a.by = r
+			close(a.done)
+		}
 	}
 	r.absorbed = nil
 }
 
 // absorb makes the tickets of run a settle with run r: a was superseded by
 // r (a failed or canceled attempt replaced by r's newer revision, or a
-// pending revision that r deployed already). A run that no ticket waits on
-// is dropped, and what a absorbed moves to r: the list stays flat and holds
-// only runs that tickets wait on, so a key's memory is bounded by the
-// tickets held, not by how many runs failed before, and settling needs no
-// recursion.
+// pending revision that r deployed already). The list stays flat (what a
+// absorbed moves to r, the shorter list onto the longer), so settling needs
+// no recursion. It holds runs weakly: a run that no ticket waits on is not
+// kept, and one whose tickets were all dropped is collected, so a key's
+// memory is bounded by the tickets held, not by how many runs failed before
+// (Trigger-and-drop callers included). Dead entries are compacted away
+// whenever the list reaches a power of two.
 func absorb(r, a *run) {
+	if len(a.absorbed) > len(r.absorbed) {
+		r.absorbed, a.absorbed = a.absorbed, r.absorbed
+	}
 	r.absorbed = append(r.absorbed, a.absorbed...)
-	clear(a.absorbed)
 	a.absorbed = nil
-	if a.done != nil {
-		r.absorbed = append(r.absorbed, a)
+	if a.done == nil {
+		return
+	}
+	r.absorbed = append(r.absorbed, weak.Make(a))
+	if n := len(r.absorbed); n >= 16 && n&(n-1) == 0 {
+		r.absorbed = slices.DeleteFunc(r.absorbed, func(w weak.Pointer[run]) bool { return w.Value() == nil })
 	}
 }
 

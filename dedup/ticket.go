@@ -105,7 +105,11 @@ func (t *Ticket) Replaced() Revision { return t.replaced }
 // closed is the Done channel of tickets settled at once.
 var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// Done returns a channel that is closed when the ticket is settled.
+// Done returns a channel that is closed when the ticket is settled. Keep
+// the Ticket, not only this channel, while you wait on it (Wait does): the
+// Manager holds a ticket whose revision was superseded only weakly, so
+// that tickets nobody keeps cost nothing, and a channel alone does not keep
+// its ticket.
 func (t *Ticket) Done() <-chan struct{} {
 	if t.run == nil {
 		return closed
