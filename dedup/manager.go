@@ -429,7 +429,7 @@ func (m *Manager) Close(ctx context.Context) error {
 // spawn starts a goroutine that executes the run r of ks, which was
 // counted in m.wg when it started.
 func (m *Manager) spawn(ks *keyState, r *run) {
-	go m.work(&worker{m: m, ks: ks, r: r})
+	go m.work(worker{m: m, ks: ks, r: r})
 }
 
 // worker is what a deploy goroutine holds: the run it executes and how far
@@ -467,7 +467,10 @@ const (
 
 // work executes the runs of w until none is left. The goroutine was counted
 // in m.wg before it started.
-func (m *Manager) work(w *worker) {
+//
+// w is a value, on the goroutine's stack: a deploy costs no allocation for
+// it. Only a goroutine that runtime.Goexit ends passes a copy on.
+func (m *Manager) work(w worker) {
 	defer w.exit()
 	w.resume()
 	for w.r != nil {
@@ -488,7 +491,7 @@ func (w *worker) exit() {
 		w.m.wg.Done()
 		return
 	}
-	go w.m.work(w)
+	go w.m.work(*w)
 }
 
 // resume finishes the step that runtime.Goexit interrupted, if any.
