@@ -43,7 +43,10 @@
 //     and after Timeout (default Every). A panic in a Source or a Trigger
 //     is recovered and reported as an error; so is runtime.Goexit (as
 //     t.FailNow calls it), as an error wrapping ErrGoexit, and the key goes
-//     on being polled.
+//     on being polled. A panic in an observer or a logger is recovered and
+//     logged (to the Poller's logger, else slog's default).
+//   - Scheduled first: a poll's event is delivered once the key's next poll
+//     is scheduled, so an observer that sees it finds Status.Next set.
 //   - Watch, Unwatch and PollNow are safe while Run runs. After Unwatch
 //     returns, the key is not triggered again.
 //   - Run owns every goroutine: a goroutine exists only while a poll runs,

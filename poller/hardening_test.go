@@ -1,8 +1,11 @@
 package poller_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,4 +148,77 @@ func TestGoexitUnwatchDuringTrigger(t *testing.T) {
 	case <-h.ctx.Done():
 		t.Fatal("Unwatch did not return after the Trigger called Goexit")
 	}
+}
+
+// Whoever sees a poll's event finds the key's next poll scheduled already:
+// a test (or an operator's observer) that advances time on an event does
+// not outrun the Poller.
+func TestEventAfterTheNextPollIsScheduled(t *testing.T) {
+	var h *harness
+	unscheduled := make(chan poller.Status, 16)
+	h = newHarness(t, nil, poller.WithObserver(func(e poller.Event) {
+		if st, ok := h.p.Status(e.Key); !ok || st.Polling || st.Next.IsZero() {
+			unscheduled <- st
+		}
+		h.events <- e
+	}))
+	for _, key := range []string{"a", "b"} {
+		h.watch(key, constant("r1"), poller.Every(time.Minute), poller.Jitter(0), poller.Timeout(0))
+	}
+	h.run()
+	for round := range 3 {
+		h.fireNext(1, time.Duration(min(round, 1))*time.Minute)
+		for range 2 {
+			require.NoError(t, h.event().Err)
+		}
+	}
+	select {
+	case st := <-unscheduled:
+		t.Fatalf("an observer saw the event of %q before its next poll was scheduled: %+v", st.Key, st)
+	default:
+	}
+}
+
+// An observer that panics is recovered and logged; the key goes on being
+// polled.
+func TestObserverPanicIsRecovered(t *testing.T) {
+	var calls atomic.Int32
+	seen := make(chan struct{}, 16)
+	var log syncBuffer
+	h := newHarness(t, nil, poller.WithObserver(func(poller.Event) {
+		seen <- struct{}{}
+		if calls.Add(1) == 1 {
+			panic("observer exploded")
+		}
+	}), poller.WithLogger(slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelError}))))
+	h.watch("web", constant("r1"), poller.Every(time.Minute), poller.Jitter(0), poller.Timeout(0))
+	h.run()
+	for i, want := range []time.Duration{0, time.Minute, time.Minute} {
+		h.fireNext(1, want) // the key is scheduled again, also after the panic
+		select {
+		case <-seen:
+		case <-h.ctx.Done():
+			t.Fatalf("poll %d: no event (%d observer calls)", i+1, calls.Load())
+		}
+	}
+	h.stop() // Run returns once every poll, its panic logged, has ended
+	require.Contains(t, log.String(), "observer exploded")
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -52,8 +52,10 @@ func WithClock(c dedup.Clock) Option {
 // WithObserver calls f with every Event. f is called from the goroutine of
 // the poll that the event is about, with no lock held, so it may call the
 // Poller (Watch, Unwatch, PollNow). Events of one key are delivered in order,
-// one at a time; events of different keys may be delivered concurrently. The
-// next poll of the key waits until f returns, so f should be quick.
+// one at a time; events of different keys may be delivered concurrently. An
+// event is delivered after the key's next poll is scheduled; a poll that
+// PollNow asked for meanwhile starts once f returns, so f should be quick.
+// A panic in f is recovered and logged.
 func WithObserver(f func(Event)) Option {
 	return func(cfg *config) {
 		if f == nil {

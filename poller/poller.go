@@ -554,7 +554,7 @@ func (p *Poller) polled(r *pollRun, rev dedup.Revision, at time.Time, err error)
 	p.mu.Lock()
 	if ks.gen != r.gen || !p.live {
 		// Unwatched, replaced, or Run is ending: the result is stale.
-		p.settle(ks, r.gen, 0)
+		p.settle(ks, r.gen, 0, false)
 		p.mu.Unlock()
 		p.wg.Done()
 		return
@@ -608,28 +608,44 @@ func (p *Poller) answered(r *pollRun, ev Event, terr error) {
 	p.finish(r, ev)
 }
 
-// finish delivers ev and schedules the next poll of the key.
+// finish schedules the next poll of the key, then delivers ev: whoever
+// sees the event finds the key scheduled already. A poll asked for during
+// this one (PollNow) starts only after the event, so that the events of a
+// key stay in order.
 func (p *Poller) finish(r *pollRun, ev Event) {
-	p.emit(r, ev)
-	p.settleRun(r, ev.Delay)
+	p.mu.Lock()
+	again := p.settle(r.ks, r.gen, ev.Delay, true)
+	p.mu.Unlock()
+	p.emit(r, ev, again)
+	p.emitted(r, again)
 }
 
-func (p *Poller) settleRun(r *pollRun, delay time.Duration) {
-	p.mu.Lock()
-	p.settle(r.ks, r.gen, delay)
-	p.mu.Unlock()
+// emitted ends the poll r once its event was delivered: it starts the poll
+// asked for meanwhile, if again and if nothing started it since.
+func (p *Poller) emitted(r *pollRun, again bool) {
+	if again {
+		p.mu.Lock()
+		if ks := r.ks; ks.due && !ks.polling && ks.watched && p.live && ks.gen == r.gen {
+			p.start(ks, true)
+		}
+		p.mu.Unlock()
+	}
 	p.wg.Done()
 }
 
 // settle ends the poll of generation gen of ks and schedules what comes
-// next. It is called with p.mu held.
-func (p *Poller) settle(ks *keyState, gen uint32, delay time.Duration) {
+// next. It is called with p.mu held. With later set, a poll asked for
+// during this one (ks.due) is not started: settle reports it, for the
+// caller to start once it delivered its event.
+func (p *Poller) settle(ks *keyState, gen uint32, delay time.Duration, later bool) (again bool) {
 	ks.polling, ks.cancel = false, nil
 	switch {
 	case !ks.watched:
 		delete(p.keys, ks.key) // unwatched while it polled
 	case !p.live:
 		// Run is ending; the next Run schedules ks again.
+	case ks.due && later:
+		return true
 	case ks.due:
 		p.start(ks, true)
 	case ks.gen != gen:
@@ -637,6 +653,7 @@ func (p *Poller) settle(ks *keyState, gen uint32, delay time.Duration) {
 	default:
 		p.arm(ks, delay)
 	}
+	return false
 }
 
 // latest asks the source of r for its revision, turning a panic and an
@@ -670,19 +687,28 @@ func (p *Poller) deliver(r *pollRun, ev Event) error {
 	}, func(err error) { p.answered(r, ev, err) })
 }
 
-// emit hands e to the logger and the observer. A panic in them goes on
-// panicking (it is a bug of the caller's, as in any callback); a Goexit ends
-// the goroutine, and the poll is settled in a new one.
-func (p *Poller) emit(r *pollRun, e Event) {
+// emit hands e to the logger and the observer. A panic in them is
+// recovered and logged (to the Poller's logger, else slog's default, with
+// its stack), as the Manager does; a Goexit ends the goroutine, and the
+// poll ends in a new one.
+func (p *Poller) emit(r *pollRun, e Event, again bool) {
 	returned := false
 	defer func() {
 		if returned {
 			return
 		}
 		if v := recover(); v != nil {
-			panic(v)
+			l := p.logger
+			if l == nil {
+				l = slog.Default()
+			}
+			func() {
+				defer func() { _ = recover() }() // a logger that panics again is not retried
+				l.Error("poller: observer or logger panicked; the Poller goes on", "key", e.Key, "panic", v, "stack", string(debug.Stack()))
+			}()
+			return // recovered: finish goes on
 		}
-		go p.settleRun(r, e.Delay)
+		go p.emitted(r, again)
 	}()
 	if p.logger != nil {
 		e.log(p.logger)
