@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -296,34 +295,4 @@ func TestEventAction(t *testing.T) {
 // BenchmarkBaselineKeyMemory is BenchmarkIdleKeyMemory for keys deployed
 // three times, whose baseline keeps a window of recent durations. Run it
 // with -benchtime=1x.
-func BenchmarkBaselineKeyMemory(b *testing.B) {
-	const keys = 100_000
-	ctx := context.Background()
-	b.ReportAllocs()
-	for range b.N {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		m, err := dedup.New(dedup.DeployFunc(func(context.Context, string, dedup.Revision) error { return nil }))
-		if err != nil {
-			b.Fatal(err)
-		}
-		for i := range keys {
-			key := fmt.Sprintf("stack-%06d", i)
-			for j := range 3 {
-				if _, err := m.Deploy(ctx, key, dedup.Revision(fmt.Sprintf("%039x%d", i, j))); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/keys, "B/key")
-		if st, ok := m.Status("stack-000042"); !ok || st.Baseline.Samples != 3 {
-			b.Fatalf("Status = %+v, %v; want a baseline of 3", st, ok)
-		}
-		if err := m.Close(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+func BenchmarkBaselineKeyMemory(b *testing.B) { benchmarkKeyMemory(b, 3) }
