@@ -3,30 +3,33 @@ package dedup
 import (
 	"context"
 	"time"
+
+	"github.com/dedupdeploy/dedupdeploy/internal/keyrules"
 )
 
 // Outcome says how a ticket was settled.
 type Outcome uint8
 
-// The outcomes of a ticket.
+// The outcomes of a ticket. Their values are the per-key rules' own
+// (internal/keyrules), which both Managers apply.
 const (
 	// Deployed: the requested revision was deployed by the run that
 	// settled the ticket.
-	Deployed Outcome = iota + 1
+	Deployed Outcome = Outcome(keyrules.Deployed)
 	// Superseded: another revision of the key was triggered before the
 	// requested one was deployed (before it started, or while its failed
 	// attempt waited for a retry or was canceled), and the run that covered
 	// it, named in Result.Revision, succeeded or found that revision live
 	// already.
-	Superseded
+	Superseded Outcome = Outcome(keyrules.Superseded)
 	// Unchanged: the requested revision was already live; nothing ran.
-	Unchanged
+	Unchanged Outcome = Outcome(keyrules.Unchanged)
 	// Failed: the run that settled the ticket failed (Result.Err), after
 	// its retries.
-	Failed
+	Failed Outcome = Outcome(keyrules.Failed)
 	// Aborted: the ticket was settled without a run, because the Manager
 	// was closed (Result.Err wraps ErrClosed).
-	Aborted
+	Aborted Outcome = Outcome(keyrules.Aborted)
 )
 
 var outcomeNames = [...]string{"", "deployed", "superseded", "unchanged", "failed", "aborted"}
@@ -54,28 +57,28 @@ type Result struct {
 // revision the trigger superseded.
 type Action uint8
 
-// The actions of a trigger.
+// The actions of a trigger, with the per-key rules' values.
 const (
 	// ActionStarted: a deploy of the requested revision started at once.
 	// Before a key's first deploy (also after Forget), a Manager with a
 	// Store first reads the live revision from it, and settles the run
 	// Unchanged if that is the requested one.
-	ActionStarted Action = iota + 1
+	ActionStarted Action = Action(keyrules.ActionStarted)
 	// ActionQueued: the requested revision became the key's pending
 	// revision. It starts when the key's running deploy ends, or when
 	// its policy (debounce, min interval, retry backoff) or a concurrency
 	// slot allows.
-	ActionQueued
+	ActionQueued Action = Action(keyrules.ActionQueued)
 	// ActionJoinedRunning: the requested revision was deploying already,
 	// with nothing pending after it; the ticket waits for that deploy.
-	ActionJoinedRunning
+	ActionJoinedRunning Action = Action(keyrules.ActionJoinedRunning)
 	// ActionJoinedPending: the requested revision was pending already;
 	// the ticket waits for its deploy.
-	ActionJoinedPending
+	ActionJoinedPending Action = Action(keyrules.ActionJoinedPending)
 	// ActionUnchanged: the requested revision was live already, with
 	// nothing running or pending (or the trigger took the key back to its
 	// live revision); nothing deploys. The ticket is settled.
-	ActionUnchanged
+	ActionUnchanged Action = Action(keyrules.ActionUnchanged)
 )
 
 var actionNames = [...]string{"", "started", "queued", "joined-running", "joined-pending", "unchanged"}

@@ -130,7 +130,7 @@ type State struct {
 	LastStarted time.Time // start of the last attempt; zero: none yet
 }
 
-// Action is what a trigger did, as dedup.Action says it (same values).
+// Action is what a trigger did. dedup.Action takes its values from these.
 type Action uint8
 
 // The actions of Request; Schedule turns ActionQueued into ActionStarted or
@@ -362,8 +362,8 @@ func (s *State) StoreLoaded(rev string, ok, failed bool) Finished {
 	return Finished{Begin: true}
 }
 
-// Outcome is how the running run's tickets settle, as dedup.Outcome says it
-// (same values); zero: they do not settle.
+// Outcome is how the running run's tickets settle (dedup.Outcome takes its
+// values from these); zero: they do not settle.
 type Outcome uint8
 
 // The outcomes of Finish.
