@@ -99,7 +99,7 @@ func New(d Deployer, opts ...Option) (*Manager, error) {
 		}
 		o(&cfg)
 	}
-	if err := cfg.policy.validate(); err != nil {
+	if err := cfg.policy.Validate(); err != nil {
 		cfg.errs = append(cfg.errs, err)
 	}
 	if len(cfg.errs) > 0 {
@@ -240,7 +240,7 @@ func (m *Manager) key(sh *shard, key string) (*keyState, error) {
 		if err != nil {
 			return nil, fmt.Errorf("policy of key %q: %w", key, err)
 		}
-		if err := p.validate(); err != nil {
+		if err := p.Validate(); err != nil {
 			return nil, fmt.Errorf("policy of key %q: %w", key, err)
 		}
 		if m.closed.Load() {
@@ -267,7 +267,7 @@ func (m *Manager) callKeyPolicy(key string) (p Policy, err error) {
 func (m *Manager) intern(p Policy) *policy {
 	m.policyMu.Lock()
 	defer m.policyMu.Unlock()
-	p.Retry = p.Retry.withDefaults()
+	p.Retry = p.Retry.WithDefaults()
 	if q := m.policies[p]; q != nil {
 		return q
 	}

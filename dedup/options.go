@@ -60,7 +60,12 @@ const (
 	DefaultRetryMax        = 5 * time.Minute
 )
 
-func (p RetryPolicy) withDefaults() RetryPolicy {
+// WithDefaults returns p with the defaults filled in, as a Manager uses it:
+// with MaxAttempts 0 or 1 the policy never retries (MaxAttempts 1, every
+// other field zero); above that, zero Initial, Multiplier and Max take
+// DefaultRetryInitial, DefaultRetryMultiplier and the larger of
+// DefaultRetryMax and Initial.
+func (p RetryPolicy) WithDefaults() RetryPolicy {
 	if p.MaxAttempts <= 1 {
 		return RetryPolicy{MaxAttempts: 1}
 	}
@@ -76,7 +81,9 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 	return p
 }
 
-func (p RetryPolicy) validate() error {
+// Validate returns an error wrapping ErrInvalid, naming the field, if p has
+// a bad value; New and WithKeyPolicy's keys check their policies with it.
+func (p RetryPolicy) Validate() error {
 	switch {
 	case p.MaxAttempts < 0:
 		return fmt.Errorf("%w: retry MaxAttempts %d is negative", ErrInvalid, p.MaxAttempts)
@@ -94,7 +101,11 @@ func (p RetryPolicy) validate() error {
 	return nil
 }
 
-func (p Policy) validate() error {
+// Validate returns an error wrapping ErrInvalid, naming the field, if p has
+// a bad value: a negative duration, MaxDelay below Quiet, or a bad
+// RetryPolicy. New checks the default policy with it, and a Manager checks
+// each policy its key policy function returns.
+func (p Policy) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -106,7 +117,7 @@ func (p Policy) validate() error {
 	if p.MaxDelay > 0 && p.MaxDelay < p.Quiet {
 		return fmt.Errorf("%w: debounce maxDelay %v is less than quiet %v", ErrInvalid, p.MaxDelay, p.Quiet)
 	}
-	return p.Retry.validate()
+	return p.Retry.Validate()
 }
 
 // An Option configures a Manager made by New.

@@ -210,3 +210,29 @@ func TestKeyPolicyInvalid(t *testing.T) {
 		})
 	}
 }
+
+func TestPolicyValidateAndDefaults(t *testing.T) {
+	for _, p := range []dedup.Policy{
+		{Quiet: -time.Second},
+		{Quiet: time.Minute, MaxDelay: time.Second},
+		{Retry: dedup.RetryPolicy{MaxAttempts: 3, Multiplier: math.NaN()}},
+		{Retry: dedup.RetryPolicy{MaxAttempts: 3, Initial: time.Minute, Max: time.Second}},
+	} {
+		if err := p.Validate(); !errors.Is(err, dedup.ErrInvalid) {
+			t.Errorf("%+v.Validate() = %v; want ErrInvalid", p, err)
+		}
+	}
+	if err := (dedup.Policy{Quiet: time.Second, Retry: dedup.RetryPolicy{MaxAttempts: 3}}).Validate(); err != nil {
+		t.Errorf("Validate of a good policy = %v", err)
+	}
+	for _, tc := range []struct{ in, want dedup.RetryPolicy }{
+		{dedup.RetryPolicy{}, dedup.RetryPolicy{MaxAttempts: 1}},
+		{dedup.RetryPolicy{MaxAttempts: 1, Initial: time.Hour}, dedup.RetryPolicy{MaxAttempts: 1}},
+		{dedup.RetryPolicy{MaxAttempts: 3}, dedup.RetryPolicy{MaxAttempts: 3, Initial: dedup.DefaultRetryInitial, Max: dedup.DefaultRetryMax, Multiplier: dedup.DefaultRetryMultiplier}},
+		{dedup.RetryPolicy{MaxAttempts: 3, Initial: time.Hour}, dedup.RetryPolicy{MaxAttempts: 3, Initial: time.Hour, Max: time.Hour, Multiplier: dedup.DefaultRetryMultiplier}},
+	} {
+		if got := tc.in.WithDefaults(); got != tc.want {
+			t.Errorf("%+v.WithDefaults() = %+v; want %+v", tc.in, got, tc.want)
+		}
+	}
+}

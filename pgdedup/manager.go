@@ -102,7 +102,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, d dedup.Deployer, opts ...Opti
 		}
 		o(&cfg)
 	}
-	if err := validPolicy(cfg.policy); err != nil {
+	if err := cfg.policy.Validate(); err != nil {
 		cfg.errs = append(cfg.errs, err)
 	}
 	if len(cfg.errs) > 0 {
@@ -164,7 +164,7 @@ func (m *Manager) policy(key string) (*policy, error) {
 	p := m.cfg.policy
 	if m.cfg.keyPolicy != nil {
 		p = m.cfg.keyPolicy(key)
-		if err := validPolicy(p); err != nil {
+		if err := p.Validate(); err != nil {
 			return nil, fmt.Errorf("key policy of %q: %w", key, err)
 		}
 	}
@@ -173,20 +173,7 @@ func (m *Manager) policy(key string) (*policy, error) {
 	if pp := m.policies[p]; pp != nil {
 		return pp, nil
 	}
-	r := p.Retry
-	if r.MaxAttempts <= 1 {
-		r = dedup.RetryPolicy{MaxAttempts: 1}
-	} else {
-		if r.Initial == 0 {
-			r.Initial = dedup.DefaultRetryInitial
-		}
-		if r.Multiplier == 0 {
-			r.Multiplier = dedup.DefaultRetryMultiplier
-		}
-		if r.Max == 0 {
-			r.Max = max(dedup.DefaultRetryMax, r.Initial)
-		}
-	}
+	r := p.Retry.WithDefaults()
 	pp := &policy{p: p, k: keyrules.Policy{Quiet: p.Quiet, MaxDelay: p.MaxDelay, MinInterval: p.MinInterval,
 		MaxAttempts: r.MaxAttempts, RetryInitial: r.Initial, RetryMax: r.Max, RetryMultiplier: r.Multiplier,
 		RetryJitter: r.Jitter, CancelInProgress: p.CancelInProgress}}

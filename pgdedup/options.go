@@ -1,7 +1,6 @@
 package pgdedup
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -169,35 +168,4 @@ func WithLogger(l *slog.Logger) Option {
 		}
 		c.logger = l
 	}
-}
-
-// validPolicy checks p as dedup.New does.
-func validPolicy(p dedup.Policy) error {
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: pgdedup: "+format, append([]any{dedup.ErrInvalid}, args...)...))
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"debounce quiet", p.Quiet}, {"debounce maxDelay", p.MaxDelay}, {"min interval", p.MinInterval}, {"timeout", p.Timeout},
-		{"retry Initial", p.Retry.Initial}, {"retry Max", p.Retry.Max}} {
-		if d.v < 0 {
-			bad("%s %v is negative", d.name, d.v)
-		}
-	}
-	r := p.Retry
-	switch {
-	case p.MaxDelay > 0 && p.MaxDelay < p.Quiet:
-		bad("debounce maxDelay %v is less than quiet %v", p.MaxDelay, p.Quiet)
-	case r.MaxAttempts < 0:
-		bad("retry MaxAttempts %d is negative", r.MaxAttempts)
-	case r.Max > 0 && r.Max < r.Initial:
-		bad("retry Max %v is less than Initial %v", r.Max, r.Initial)
-	case r.Multiplier != r.Multiplier || (r.Multiplier != 0 && r.Multiplier < 1) || r.Multiplier > 1e9:
-		bad("retry Multiplier %v is not 0 (default) or at least 1", r.Multiplier)
-	case r.Jitter != r.Jitter || r.Jitter < 0 || r.Jitter > 1:
-		bad("retry Jitter %v is not in [0, 1]", r.Jitter)
-	}
-	return errors.Join(errs...)
 }
