@@ -42,6 +42,29 @@ func git(t *testing.T, dir string, args ...string) string {
 //	main, feature/x, HEAD -> c2
 //	v1 (annotated tag), light (lightweight tag), tag both -> c1
 //	branch both -> c2
+//
+// refCase is a ref of a gitRepo and the commit it must resolve to.
+type refCase struct {
+	ref  string
+	want string
+}
+
+// refCases are the refs of r and their commits: every way of reaching
+// them (git itself, the in-process client over v2 and v0) must agree.
+func (r gitRepo) refCases() []refCase {
+	return []refCase{
+		{"main", r.c2},
+		{"refs/heads/main", r.c2},
+		{"feature/x", r.c2},
+		{"HEAD", r.c2},
+		{"v1", r.c1}, // the commit, not the tag object
+		{"refs/tags/v1", r.c1},
+		{"light", r.c1},
+		{"both", r.c2}, // a branch wins over a tag of the same name
+		{"refs/tags/both", r.c1},
+	}
+}
+
 func newGitRepo(t *testing.T) gitRepo {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
@@ -72,20 +95,7 @@ func newGitRepo(t *testing.T) gitRepo {
 func TestGitRefs(t *testing.T) {
 	r := newGitRepo(t)
 	for _, remote := range []string{r.dir, "file://" + r.dir} {
-		for _, tc := range []struct {
-			ref  string
-			want string
-		}{
-			{"main", r.c2},
-			{"refs/heads/main", r.c2},
-			{"feature/x", r.c2},
-			{"HEAD", r.c2},
-			{"v1", r.c1}, // the commit, not the tag object
-			{"refs/tags/v1", r.c1},
-			{"light", r.c1},
-			{"both", r.c2}, // a branch wins over a tag of the same name
-			{"refs/tags/both", r.c1},
-		} {
+		for _, tc := range r.refCases() {
 			rev, err := poller.Git(remote, tc.ref).Latest(testContext(t))
 			require.NoErrorf(t, err, "Git(%q, %q).Latest", remote, tc.ref)
 			require.Equalf(t, dedup.Revision(tc.want), rev, "Git(%q, %q).Latest", remote, tc.ref)

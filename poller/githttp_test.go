@@ -23,21 +23,7 @@ func TestGitHTTP(t *testing.T) {
 	for _, o := range []serverOpts{{}, {v0: true}, {tls: true}, {tls: true, v0: true}} {
 		t.Run(fmt.Sprintf("tls=%v,v0=%v", o.tls, o.v0), func(t *testing.T) {
 			s := newGitServer(t, r.dir, o)
-			for _, tc := range []struct {
-				ref  string
-				want string
-			}{
-				{"main", r.c2},
-				{"refs/heads/main", r.c2},
-				{"feature/x", r.c2},
-				{"HEAD", r.c2},
-				{"v1", r.c1}, // the commit, not the tag object
-				{"refs/tags/v1", r.c1},
-				{"light", r.c1},
-				{"both", r.c2}, // a branch wins over a tag of the same name
-				{"refs/tags/both", r.c1},
-				{"refs/pull/9999/head", r.c1},
-			} {
+			for _, tc := range append(r.refCases(), refCase{"refs/pull/9999/head", r.c1}) {
 				src := &poller.GitSource{Remote: s.url, Ref: tc.ref, Client: s.Client()}
 				rev, err := src.Latest(testContext(t))
 				require.NoErrorf(t, err, "Git(%q, %q).Latest", s.url, tc.ref)

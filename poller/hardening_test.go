@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
-	"github.com/dedupdeploy/dedupdeploy/dedup/deduptest"
 	"github.com/dedupdeploy/dedupdeploy/poller"
 )
 
@@ -21,18 +20,7 @@ import (
 // at the next poll, though the source reports the same revision (issue 8,
 // item 8: the poll path is level-triggered).
 func TestFailedHeadDeployedAgain(t *testing.T) {
-	clock := new(deduptest.Clock)
-	d := new(deduptest.Deployer)
-	m, err := dedup.New(d, dedup.WithClock(clock))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = m.Close(ctx)
-	})
-	h := newHarness(t, m)
-	h.clock = clock
-	h.p = poller.New(m, poller.WithClock(clock), poller.WithObserver(func(e poller.Event) { h.events <- e }))
+	h, m, d := newManagerHarness(t)
 	h.watch("web", constant("r1"), poller.Every(time.Minute), poller.Jitter(0), poller.Timeout(0))
 	h.run()
 

@@ -162,6 +162,28 @@ type harness struct {
 func newHarness(t *testing.T, trig poller.Trigger, opts ...poller.Option) *harness {
 	t.Helper()
 	h := &harness{t: t, ctx: testContext(t), clock: new(deduptest.Clock), events: make(chan poller.Event, 256)}
+	return h.with(trig, opts...)
+}
+
+// newManagerHarness returns a harness whose Poller drives a real Manager on
+// the harness's clock, the Manager, and its Deployer.
+func newManagerHarness(t *testing.T) (*harness, *dedup.Manager, *deduptest.Deployer) {
+	t.Helper()
+	h := &harness{t: t, ctx: testContext(t), clock: new(deduptest.Clock), events: make(chan poller.Event, 256)}
+	d := new(deduptest.Deployer)
+	m, err := dedup.New(d, dedup.WithClock(h.clock))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // a deploy the test left running is canceled
+		_ = m.Close(ctx)
+	})
+	return h.with(m), m, d
+}
+
+// with makes the harness's Poller, handing revisions to trig (a recorder
+// if nil).
+func (h *harness) with(trig poller.Trigger, opts ...poller.Option) *harness {
 	if trig == nil {
 		h.trig = new(recorder)
 		trig = h.trig

@@ -17,7 +17,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
-	"github.com/dedupdeploy/dedupdeploy/dedup/deduptest"
 	"github.com/dedupdeploy/dedupdeploy/poller"
 )
 
@@ -643,18 +642,7 @@ func TestRunStops(t *testing.T) {
 // TestWithManager: the Poller drives a real Manager; an unchanged source
 // deploys nothing.
 func TestWithManager(t *testing.T) {
-	clock := new(deduptest.Clock)
-	d := new(deduptest.Deployer)
-	m, err := dedup.New(d, dedup.WithClock(clock))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = m.Close(ctx)
-	})
-	h := newHarness(t, m)
-	h.clock = clock // the Manager's clock drives the Poller too
-	h.p = poller.New(m, poller.WithClock(clock), poller.WithObserver(func(e poller.Event) { h.events <- e }))
+	h, _, d := newManagerHarness(t) // the Manager's clock drives the Poller too
 	src := newScripted(t)
 	h.watch("web", src, poller.Every(time.Minute), poller.Jitter(0))
 	h.run()
