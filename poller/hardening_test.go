@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -209,4 +210,42 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// Events of a key come one at a time: while the observer holds one, the
+// key's next poll waits, however far the clock moves, and follows when the
+// observer returns. In a synctest bubble, so that "nothing else happened"
+// can be checked.
+func TestEventsOfAKeyOneAtATime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var inside, overlaps atomic.Int32
+		entered, release := make(chan struct{}), make(chan struct{})
+		seen := make(chan poller.Event, 64)
+		var calls atomic.Int32
+		h := newHarness(t, nil, poller.WithObserver(func(e poller.Event) {
+			if inside.Add(1) > 1 {
+				overlaps.Add(1)
+			}
+			defer inside.Add(-1)
+			if calls.Add(1) == 1 {
+				close(entered)
+				<-release
+			}
+			seen <- e
+		}))
+		h.watch("web", constant("r1"), poller.Every(time.Minute), poller.Jitter(0), poller.Timeout(0))
+		h.run()
+		h.fireNext(1, 0)
+		<-entered
+		h.fireNext(1, time.Minute) // the next poll falls due while the observer holds the first event
+		h.clock.Advance(5 * time.Minute)
+		synctest.Wait()
+		require.Equal(t, int32(1), calls.Load(), "observer calls while it holds the first event")
+		require.Zero(t, h.clock.Timers(), "timers while the key waits for its observer")
+		close(release)
+		synctest.Wait()
+		require.Len(t, seen, 2, "events: the held one, then one poll for every interval that passed")
+		require.Zero(t, overlaps.Load(), "observer calls for one key at once")
+		require.Equal(t, 1, h.clock.Timers(), "the key scheduled again")
+	})
 }

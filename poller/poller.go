@@ -129,6 +129,7 @@ type keyState struct {
 	polling    bool
 	due        bool // PollNow: poll again as soon as possible
 	delivering bool // the poll is handing a revision to the Trigger
+	emitting   bool // the observer has the poll's event: the next poll waits for it
 
 	last     dedup.Revision // last revision the Trigger accepted
 	err      error
@@ -288,7 +289,7 @@ func (p *Poller) PollNow(key string) error {
 	if ks == nil || !ks.watched {
 		return fmt.Errorf("%w: %q", ErrNotWatched, key)
 	}
-	if ks.polling || !p.live {
+	if ks.polling || ks.emitting || !p.live {
 		ks.due = true
 		return nil
 	}
@@ -469,7 +470,12 @@ func (p *Poller) fire(seq uint64) {
 	p.wake = nil
 	now := p.clock.Now()
 	for p.live && len(p.waiting) > 0 && !p.waiting[0].next.After(now) {
-		p.start(heap.Pop(&p.waiting).(*keyState), false)
+		ks := heap.Pop(&p.waiting).(*keyState)
+		if ks.emitting {
+			ks.due = true // after the observer returns: events of a key, one at a time
+			continue
+		}
+		p.start(ks, false)
 	}
 	p.rewake()
 }
@@ -554,7 +560,7 @@ func (p *Poller) polled(r *pollRun, rev dedup.Revision, at time.Time, err error)
 	p.mu.Lock()
 	if ks.gen != r.gen || !p.live {
 		// Unwatched, replaced, or Run is ending: the result is stale.
-		p.settle(ks, r.gen, 0, false)
+		p.settle(ks, r.gen, 0)
 		p.mu.Unlock()
 		p.wg.Done()
 		return
@@ -609,43 +615,45 @@ func (p *Poller) answered(r *pollRun, ev Event, terr error) {
 }
 
 // finish schedules the next poll of the key, then delivers ev: whoever
-// sees the event finds the key scheduled already. A poll asked for during
-// this one (PollNow) starts only after the event, so that the events of a
-// key stay in order.
+// sees the event finds the key scheduled already. The next poll does not
+// start before the observer returns (one that falls due meanwhile, by its
+// timer or PollNow, waits for it), so that the events of a key come one at
+// a time and in order.
 func (p *Poller) finish(r *pollRun, ev Event) {
 	p.mu.Lock()
-	again := p.settle(r.ks, r.gen, ev.Delay, true)
+	r.ks.emitting = true
+	p.settle(r.ks, r.gen, ev.Delay)
 	p.mu.Unlock()
-	p.emit(r, ev, again)
-	p.emitted(r, again)
+	p.emit(r, ev)
+	p.emitted(r)
 }
 
-// emitted ends the poll r once its event was delivered: it starts the poll
-// asked for meanwhile, if again and if nothing started it since.
-func (p *Poller) emitted(r *pollRun, again bool) {
-	if again {
-		p.mu.Lock()
-		if ks := r.ks; ks.due && !ks.polling && ks.watched && p.live && ks.gen == r.gen {
-			p.start(ks, true)
-		}
-		p.mu.Unlock()
+// emitted ends the poll r once its event was delivered, and starts the
+// key's next poll if it fell due meanwhile.
+func (p *Poller) emitted(r *pollRun) {
+	p.mu.Lock()
+	ks := r.ks
+	ks.emitting = false
+	if ks.due && !ks.polling && ks.watched && p.live {
+		p.disarm(ks)
+		p.start(ks, true)
 	}
+	p.mu.Unlock()
 	p.wg.Done()
 }
 
 // settle ends the poll of generation gen of ks and schedules what comes
-// next. It is called with p.mu held. With later set, a poll asked for
-// during this one (ks.due) is not started: settle reports it, for the
-// caller to start once it delivered its event.
-func (p *Poller) settle(ks *keyState, gen uint32, delay time.Duration, later bool) (again bool) {
+// next. It is called with p.mu held. A key whose event is being delivered
+// (ks.emitting) is armed, or left due, but not started.
+func (p *Poller) settle(ks *keyState, gen uint32, delay time.Duration) {
 	ks.polling, ks.cancel = false, nil
 	switch {
 	case !ks.watched:
 		delete(p.keys, ks.key) // unwatched while it polled
 	case !p.live:
 		// Run is ending; the next Run schedules ks again.
-	case ks.due && later:
-		return true
+	case ks.due && ks.emitting:
+		// emitted starts it
 	case ks.due:
 		p.start(ks, true)
 	case ks.gen != gen:
@@ -653,7 +661,6 @@ func (p *Poller) settle(ks *keyState, gen uint32, delay time.Duration, later boo
 	default:
 		p.arm(ks, delay)
 	}
-	return false
 }
 
 // latest asks the source of r for its revision, turning a panic and an
@@ -691,7 +698,7 @@ func (p *Poller) deliver(r *pollRun, ev Event) error {
 // recovered and logged (to the Poller's logger, else slog's default, with
 // its stack), as the Manager does; a Goexit ends the goroutine, and the
 // poll ends in a new one.
-func (p *Poller) emit(r *pollRun, e Event, again bool) {
+func (p *Poller) emit(r *pollRun, e Event) {
 	returned := false
 	defer func() {
 		if returned {
@@ -708,7 +715,7 @@ func (p *Poller) emit(r *pollRun, e Event, again bool) {
 			}()
 			return // recovered: finish goes on
 		}
-		go p.emitted(r, again)
+		go p.emitted(r)
 	}()
 	if p.logger != nil {
 		e.log(p.logger)
