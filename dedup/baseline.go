@@ -10,8 +10,9 @@ import (
 // and watches running attempts against it (WithSlowDeploy). Its state lives
 // where an idle key pays nothing for it: the count and the mean in the
 // padding of keyState, the window of recent durations in keyErrs, which
-// is made only from a key's second success (or first error). A key
-// deployed once keeps its one duration as the mean.
+// is made only from a key's second success, its first error, or (with
+// WithSlowDeploy) the first attempt it watches. A key deployed once keeps
+// its one duration as the mean.
 
 // BaselineWindow is how many of a key's most recent successful deploys its
 // Baseline.P90 is computed over.
@@ -32,8 +33,8 @@ type Baseline struct {
 	// that never succeeded, at most BaselineWindow.
 	Samples int
 	// Mean is the exponentially weighted mean of every success's
-	// duration: the plain average of the first eight, then each new one
-	// weighs 1/8.
+	// duration: the plain average of the first few, then each new one
+	// weighs 2/(BaselineWindow+1), one eighth.
 	Mean time.Duration
 	// P90 is the 90th percentile (nearest rank) of the last Samples
 	// durations: with a full window, the second longest of the last 15.

@@ -79,10 +79,11 @@ var (
 	// ErrInvalid is wrapped by every error about bad input: an empty,
 	// oversized or malformed key or revision, a nil Deployer, a bad option.
 	ErrInvalid = errors.New("dedup: invalid argument")
-	// ErrGoexit is wrapped by the error of an attempt whose Deployer, or
-	// whose Store's Load or Save, called runtime.Goexit instead of
-	// returning (t.FailNow and testify's require do, in a test). The
-	// Manager counts the attempt as failed and goes on in a new goroutine.
+	// ErrGoexit is wrapped by the error of a user call that called
+	// runtime.Goexit instead of returning (t.FailNow and testify's require
+	// do, in a test): of a Deployer, which fails the attempt, or of a
+	// Store's Load or Save, which is a Store error (Status.StoreErr) and
+	// leaves the deploy alone. The Manager goes on in a new goroutine.
 	ErrGoexit = errors.New("dedup: runtime.Goexit called")
 )
 

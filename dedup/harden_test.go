@@ -517,3 +517,27 @@ func TestSubmit(t *testing.T) {
 		t.Fatalf("Submit(empty revision) = %v; want ErrInvalid", err)
 	}
 }
+
+// A failed run waiting for its retry that a newer revision supersedes
+// starts afresh: if it then settles without an attempt (here, Close), its
+// Result says it started when it settled, not when the old revision ran.
+func TestSupersededRetryStartsAfresh(t *testing.T) {
+	ctx := testContext(t)
+	clock := new(deduptest.Clock)
+	d := new(deduptest.Deployer)
+	rec := newRecorder()
+	m, err := dedup.New(d, dedup.WithClock(clock), dedup.WithRetry(dedup.RetryPolicy{MaxAttempts: 3, Initial: time.Minute}),
+		dedup.WithMinInterval(time.Hour), dedup.WithObserver(rec.observe))
+	require.NoError(t, err)
+	tk := trigger(t, m, "web", "v1")
+	nextCall(ctx, t, d).Finish(errBoom)
+	rec.waitFor(ctx, t, "retrying", ofKind(dedup.EventRetrying, "v1")) // v1 waits for its retry
+	clock.Advance(10 * time.Second)
+	tk2 := trigger(t, m, "web", "v2") // replaces the retry; the min interval holds it back
+	require.NoError(t, m.Close(ctx))
+	for _, r := range []dedup.Result{await(ctx, t, tk), await(ctx, t, tk2)} {
+		require.Equal(t, dedup.Aborted, r.Outcome, "%+v", r)
+		require.Zerof(t, r.Attempts, "Result.Attempts of %s", r.Requested)
+		require.Equalf(t, at(10*time.Second), r.Started, "Result.Started of %s", r.Requested)
+	}
+}

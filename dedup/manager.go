@@ -362,7 +362,8 @@ func (m *Manager) Statuses() []Status {
 
 // Close shuts the Manager down. It refuses new triggers (ErrClosed), settles
 // every pending ticket as Aborted with ErrClosed, and waits for the running
-// deploys to finish. If ctx ends first, it cancels their contexts, waits for
+// deploys to finish. A key's first run that is still reading the Store,
+// whose deploy has not begun, is aborted too when the read returns. If ctx ends first, it cancels their contexts, waits for
 // them to return, and returns ctx.Err(). When Close returns, no goroutine or
 // timer of the Manager is left. A Deployer that ignores its canceled context
 // keeps Close waiting.
@@ -617,11 +618,7 @@ func (w *worker) emit(evs *events) {
 // loadStore and saveStore call the Store, turning a panic into an error.
 func (m *Manager) loadStore(key string) (rev Revision, ok bool, err error) {
 	defer recoverInto(&err)
-	rev, ok, err = m.store.Load(m.base, key)
-	if err != nil || !ok {
-		rev = "" // a revision beside ok=false or an error means nothing
-	}
-	return rev, ok, err
+	return m.store.Load(m.base, key) // keyrules ignores a revision beside ok=false or an error
 }
 
 func (m *Manager) saveStore(key string, rev Revision) (err error) {

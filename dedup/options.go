@@ -14,7 +14,8 @@ import (
 // retries, sets no timeout and lets a running deploy finish.
 //
 // Policy values are comparable; a Manager keeps one copy of each distinct
-// Policy, however many keys use it.
+// Policy, however many keys use it, for the first 256 distinct policies
+// (beyond that, each key keeps its own, which Forget frees).
 type Policy struct {
 	// Quiet delays the start of a run until no trigger of a new revision
 	// for the key has arrived for Quiet (debounce). A trigger of the

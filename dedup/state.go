@@ -45,7 +45,7 @@ import (
 type keyState struct {
 	key     string
 	shard   *shard  // whose lock guards this state
-	policy  *policy // interned: shared by every key with an equal policy
+	policy  *policy // interned: shared by keys with an equal policy (see Manager.intern)
 	live    Revision
 	loaded  bool // live is known: the Store was read or a deploy succeeded
 	queued  bool // in Manager.queue, waiting for a concurrency slot; guarded by slotMu
@@ -139,7 +139,9 @@ func (r *run) waiter(wait bool) *run {
 // settle gives r its final outcome, and the same to every run it absorbed.
 func settle(r *run, o Outcome, err error, now *instant) {
 	r.outcome, r.err, r.finished = o, err, now.get()
-	if r.started.IsZero() {
+	if r.attempts == 0 {
+		// Settled without an attempt of its revision (a failed run that
+		// waited for its retry and was superseded starts afresh, at 0).
 		r.started = r.finished
 	}
 	r.by = r
@@ -315,9 +317,6 @@ func (m *Manager) request(ks *keyState, s *keyrules.State, rev Revision, force, 
 		// Supersede: rev replaced the pending revision in place, and
 		// the tickets of the old one stay with the run.
 		ks.replaced++
-		if q.Reset {
-			p.started = time.Time{} // a failed run that waited for its retry starts afresh
-		}
 		if ev := evs.add(EventCoalesced, ks.key, rev, now); ev != nil {
 			ev.Replaced = replaced
 		}

@@ -65,9 +65,11 @@ var (
 	// ErrRunning is returned by Run while another call of Run has not
 	// returned.
 	ErrRunning = errors.New("poller: already running")
-	// ErrGoexit is wrapped by the error of a poll whose Source, Trigger or
-	// observer called runtime.Goexit (as t.FailNow and require.* do in a
-	// test): the poll fails with it, and the key goes on being polled. It
+	// ErrGoexit is wrapped by the error of a poll whose Source or Trigger
+	// called runtime.Goexit (as t.FailNow and require.* do in a test): the
+	// poll fails with it, and the key goes on being polled. (An observer
+	// that calls it loses nothing but its goroutine: the poll ends in a
+	// new one.) It
 	// is dedup.ErrGoexit, so one errors.Is test covers a Manager and a
 	// Poller.
 	ErrGoexit = dedup.ErrGoexit

@@ -29,7 +29,7 @@
 //     header.
 //
 // Every comparison with a secret takes constant time; no error, reply or
-// log line holds a secret or a header value. A body sent as a form
+// log line holds a secret, a signature or a token. A body sent as a form
 // (application/x-www-form-urlencoded, GitHub's default content type) is
 // read from its payload field after the signature over the form is checked.
 //

@@ -81,7 +81,7 @@ func WithClock(c dedup.Clock) Option { return func(cfg *config) { cfg.clock = c 
 
 // WithLogger logs every delivery: what it did at Info, what it ignored at
 // Debug, what was refused at Warn. Logs carry the provider, event,
-// delivery ID, status, result and keys, never a header value or a secret.
+// delivery ID, status, result and keys, never a secret, a signature or a token.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
 
 // Handler is an http.Handler that receives one provider's deliveries. It
@@ -195,7 +195,7 @@ type KeyReply struct {
 	// information, since the poll decides.
 	Revision string `json:"revision,omitempty"`
 	// Action is "poll" (default mode), "notified" (direct mode) or, when
-	// the target has Trigger, what the trigger did: "started", "queued",
+	// the target is a Submitter, what the trigger did: "started", "queued",
 	// "joined-running", "joined-pending" or "unchanged".
 	Action string `json:"action,omitempty"`
 	// Replaced is the pending revision the trigger superseded, if any.

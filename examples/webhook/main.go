@@ -1,7 +1,7 @@
 // Command webhook deploys a git branch when GitHub says it changed. It is
 // a GitHub-compatible webhook receiver: a push to the watched repository
 // and branch, signed with the webhook's secret, makes a poller read the
-// branch at once (git ls-remote), and a dedup.Manager deploys the commit
+// branch at once, and a dedup.Manager deploys the commit
 // it finds. Between pushes the poller polls by itself (-every), so a lost
 // delivery only delays a deploy; a late or replayed one cannot roll it
 // back, since the poll, not the delivery, decides the revision.

@@ -44,13 +44,14 @@
 //
 // Example (a trigger with nothing running, then the end of its attempt):
 //
-//	s, eff := keyrules.Request(s, &pol, now, "v2", false)
+//	s, _ = keyrules.Request(s, &pol, now, "v2", false) // the ticket joins s.Pending
 //	s, sch := keyrules.Schedule(s, &pol, now)
 //	if sch.Kind == keyrules.Due {
 //		s, _ = keyrules.Start(s)
 //		s = keyrules.Begin(s, now)
 //		// ... deploy s.Running.Rev, then:
 //		s, fin := keyrules.Finish(s, &pol, now, keyrules.Attempt{})
+//		// ... settle the tickets as fin.Outcome says
 //	}
 package keyrules
 
