@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"testing"
 	"time"
 
@@ -154,4 +155,71 @@ func ExampleStatus_MarshalJSON() {
 	//     "last_finished": "2000-01-01T00:01:30Z"
 	//   }
 	// ]
+}
+
+// Status, Result and Event read back from their JSON with every field:
+// each field is set to a distinct non-zero value, so a field that
+// MarshalJSON or UnmarshalJSON forgets (a new one, say) fails here.
+func TestJSONRoundTripsEveryField(t *testing.T) {
+	for _, v := range []any{new(dedup.Status), new(dedup.Result), new(dedup.Event)} {
+		t.Run(fmt.Sprintf("%T", v), func(t *testing.T) {
+			fill(t, reflect.ValueOf(v).Elem(), 1)
+			b, err := json.Marshal(reflect.ValueOf(v).Elem().Interface())
+			require.NoError(t, err)
+			back := reflect.New(reflect.TypeOf(v).Elem())
+			require.NoError(t, json.Unmarshal(b, back.Interface()), "%s", b)
+			want, got := reflect.ValueOf(v).Elem(), back.Elem()
+			for i := range want.NumField() {
+				f := want.Type().Field(i)
+				w, g := want.Field(i).Interface(), got.Field(i).Interface()
+				if we, ok := w.(error); ok { // errors come back as their text
+					ge, _ := g.(error)
+					if ge == nil || ge.Error() != we.Error() {
+						t.Errorf("%s: %v after the round trip; want %v (JSON %s)", f.Name, g, w, b)
+					}
+					continue
+				}
+				if !reflect.DeepEqual(w, g) {
+					t.Errorf("%s: %v after the round trip; want %v (JSON %s)", f.Name, g, w, b)
+				}
+			}
+		})
+	}
+}
+
+// fill sets every field of v to a distinct non-zero value, numbered from n.
+func fill(t *testing.T, v reflect.Value, n int) int {
+	t.Helper()
+	at := time.Date(2026, 11, 29, 13, 0, 0, 0, time.UTC)
+	for i := range v.NumField() {
+		f := v.Field(i)
+		n++
+		switch {
+		case f.Type() == reflect.TypeOf(time.Time{}):
+			f.Set(reflect.ValueOf(at.Add(time.Duration(n) * time.Second)))
+		case f.Type() == reflect.TypeOf((*error)(nil)).Elem():
+			f.Set(reflect.ValueOf(fmt.Errorf("error %d", n)))
+		case f.Kind() == reflect.Struct:
+			n = fill(t, f, n)
+		case f.Kind() == reflect.String:
+			f.SetString(fmt.Sprint("s", n))
+		case f.Kind() == reflect.Bool:
+			f.SetBool(true)
+		case f.Type() == reflect.TypeOf(dedup.Outcome(0)):
+			f.SetUint(uint64(dedup.Failed))
+		case f.Type() == reflect.TypeOf(dedup.Action(0)):
+			f.SetUint(uint64(dedup.ActionQueued))
+		case f.Type() == reflect.TypeOf(dedup.EventKind(0)):
+			f.SetUint(uint64(dedup.EventRetrying))
+		case f.Type() == reflect.TypeOf(time.Duration(0)):
+			f.SetInt(int64(time.Duration(n) * time.Second))
+		case f.CanInt():
+			f.SetInt(int64(n))
+		case f.CanUint():
+			f.SetUint(uint64(n))
+		default:
+			t.Fatalf("fill: field %s of kind %s", v.Type().Field(i).Name, f.Kind())
+		}
+	}
+	return n
 }
