@@ -93,6 +93,12 @@ type first struct {
 const maxInFlight = 4
 
 // New returns Metrics to register with a prometheus.Registerer. It panics
+
+// runOutcomes are the outcomes runs_total counts: a run ends deployed,
+// failed, aborted, or unchanged (the Store had it live); superseded is a
+// ticket's outcome, not a run's.
+var runOutcomes = []dedup.Outcome{dedup.Deployed, dedup.Failed, dedup.Aborted, dedup.Unchanged}
+
 // if a bucket list is not increasing (prometheus' own rule).
 func New(opts ...Option) *Metrics {
 	cfg := config{deployBuckets: DefaultDeployBuckets, pollBuckets: DefaultPollBuckets}
@@ -154,8 +160,8 @@ func New(opts ...Option) *Metrics {
 		for _, a := range []dedup.Action{dedup.ActionStarted, dedup.ActionQueued, dedup.ActionJoinedRunning, dedup.ActionJoinedPending, dedup.ActionUnchanged} {
 			m.triggers.WithLabelValues(a.String())
 		}
-		for _, o := range []string{"deployed", "failed", "aborted", "unchanged"} {
-			m.runs.WithLabelValues(o)
+		for _, o := range runOutcomes {
+			m.runs.WithLabelValues(o.String())
 		}
 		for _, k := range []poller.EventKind{poller.EventPolled, poller.EventChanged, poller.EventError, poller.EventTriggerFailed} {
 			m.polls.WithLabelValues(k.String())
@@ -200,26 +206,26 @@ func (m *Metrics) Observe(e dedup.Event) {
 			m.triggered(e.Key, e.Revision, e.Replaced, e.Time)
 		}
 	case dedup.EventSucceeded:
-		m.runs.WithLabelValues(m.labels(e.Key, "deployed")...).Inc()
+		m.runs.WithLabelValues(m.labels(e.Key, dedup.Deployed.String())...).Inc()
 		m.runDuration.WithLabelValues(m.labels(e.Key)...).Observe(e.Duration.Seconds())
 		if at, ok := m.settled(e.Key, e.Revision); ok {
 			m.triggerToLive.WithLabelValues(m.labels(e.Key)...).Observe(e.Time.Sub(at).Seconds())
 		}
 	case dedup.EventFailed:
-		m.runs.WithLabelValues(m.labels(e.Key, "failed")...).Inc()
+		m.runs.WithLabelValues(m.labels(e.Key, dedup.Failed.String())...).Inc()
 		m.runDuration.WithLabelValues(m.labels(e.Key)...).Observe(e.Duration.Seconds())
 		m.settled(e.Key, e.Revision)
 	case dedup.EventRetrying:
 		m.runDuration.WithLabelValues(m.labels(e.Key)...).Observe(e.Duration.Seconds())
 	case dedup.EventAborted:
-		m.runs.WithLabelValues(m.labels(e.Key, "aborted")...).Inc()
+		m.runs.WithLabelValues(m.labels(e.Key, dedup.Aborted.String())...).Inc()
 		if e.Err != nil { // Close canceled a running attempt, which then ended
 			m.runDuration.WithLabelValues(m.labels(e.Key)...).Observe(e.Duration.Seconds())
 		}
 		m.settled(e.Key, e.Revision)
 	case dedup.EventUnchanged:
 		if e.Action == 0 { // a run found its revision live; not a trigger's answer
-			m.runs.WithLabelValues(m.labels(e.Key, "unchanged")...).Inc()
+			m.runs.WithLabelValues(m.labels(e.Key, dedup.Unchanged.String())...).Inc()
 			m.settled(e.Key, e.Revision)
 		}
 	case dedup.EventSlow:

@@ -275,9 +275,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, reply *Reply) in
 		reply.Result, reply.Reason = ResultIgnored, "ping"
 		return http.StatusOK
 	case eventOther:
-		reply.Result, reply.Reason = ResultIgnored, fmt.Sprintf("event %q is not a push", reply.Event)
-		if h.p.kind == kindRegistry {
-			reply.Reason = "no manifest push in the envelope"
+		reply.Result, reply.Reason = ResultIgnored, in.reason
+		if in.reason == "" {
+			reply.Reason = fmt.Sprintf("event %q is not a push", reply.Event)
 		}
 		return http.StatusAccepted
 	}

@@ -104,14 +104,6 @@ func hdr(kv ...string) http.Header {
 	return h
 }
 
-func keysOf(r webhook.Reply) []string {
-	var ks []string
-	for _, k := range r.Keys {
-		ks = append(ks, k.Key)
-	}
-	return ks
-}
-
 func sha1HMAC(secret string, body []byte) string {
 	mac := hmac.New(sha1.New, []byte(secret))
 	mac.Write(body)

@@ -26,6 +26,9 @@ type parsed struct {
 	pushes []Push
 	// ids are the registry's per-event IDs, one per push.
 	ids []string
+	// reason says why a delivery that is no push is none, where the
+	// generic "event %q is not a push" would mislead.
+	reason string
 }
 
 // badPayload is a body that does not parse: a 400.
@@ -337,6 +340,8 @@ func parseRegistry(body []byte) (parsed, error) {
 	}
 	if len(out.pushes) > 0 {
 		out.kind = eventPush
+	} else {
+		out.reason = "no manifest push in the envelope"
 	}
 	return out, nil
 }

@@ -198,13 +198,10 @@ func Registry(authorization string) Provider {
 	return Provider{p}
 }
 
-// authError is a delivery that failed verification: a 401.
-type authError struct{ msg string }
-
-func (e *authError) Error() string { return e.msg }
-
+// unauthorized is the error of a delivery that failed verification: the
+// handler answers 401 to any.
 func unauthorized(format string, args ...any) error {
-	return &authError{fmt.Sprintf(format, args...)}
+	return fmt.Errorf(format, args...)
 }
 
 // verify checks r's proof of origin. Its errors name what is missing or
