@@ -3,6 +3,7 @@ package poller
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -34,7 +35,8 @@ var ErrUnknownRef = errors.New("poller: unknown ref")
 // repository has), or the version 0 ref advertisement from servers without
 // version 2. Credentials come from the URL's user info (sent as basic
 // authentication), Header (a token: "Authorization: Bearer …") or Client;
-// passwords are redacted in every error.
+// credentials (a password, or a name alone, often a token) are redacted in
+// every error.
 //
 // Any other remote (ssh://, git://, file://, scp-like user@host:path, a
 // local path) runs `git ls-remote --heads --tags` directly, never through a
@@ -367,14 +369,26 @@ func hasControl(s string) bool {
 	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
-// redactRemote hides the password of a remote URL, so that error messages
-// and logs do not leak it.
+// redactRemote hides the credentials of a remote URL (see redactURL), so
+// that error messages and logs do not leak them.
 func redactRemote(remote string) string {
 	u, err := url.Parse(remote)
-	if err != nil || u.User == nil {
+	if err != nil {
 		return remote
 	}
-	return u.Redacted()
+	return redactURL(u)
+}
+
+// basicAuth is the Authorization a request to a remote with user info
+// carries (the in-process poll and git fetch alike): Basic with its name
+// and password, unless header sets Authorization itself; "" without user
+// info.
+func basicAuth(user *url.Userinfo, header http.Header) string {
+	if user == nil || header.Get("Authorization") != "" {
+		return ""
+	}
+	pw, _ := user.Password()
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user.Username()+":"+pw))
 }
 
 // boundedBuffer keeps the first max bytes written to it and drops the rest,

@@ -3,7 +3,6 @@ package poller
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -272,9 +271,10 @@ func (g *GitPathSource) run(ctx context.Context, stdout io.Writer, args ...strin
 	var extra []string
 	if isHTTP(g.Remote) {
 		var headers []string
-		if u, err := url.Parse(g.Remote); err == nil && u.User != nil && g.Header.Get("Authorization") == "" {
-			pw, _ := u.User.Password()
-			headers = append(headers, "Authorization: Basic "+base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pw)))
+		if u, err := url.Parse(g.Remote); err == nil {
+			if a := basicAuth(u.User, g.Header); a != "" {
+				headers = append(headers, "Authorization: "+a)
+			}
 		}
 		for k, vs := range g.Header {
 			for _, v := range vs {

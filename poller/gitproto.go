@@ -296,9 +296,8 @@ func (h *httpRemote) request(ctx context.Context, method, path string, body []by
 	if h.header != nil {
 		req.Header = h.header.Clone()
 	}
-	if h.user != nil && req.Header.Get("Authorization") == "" {
-		pw, _ := h.user.Password()
-		req.SetBasicAuth(h.user.Username(), pw)
+	if a := basicAuth(h.user, req.Header); a != "" {
+		req.Header.Set("Authorization", a)
 	}
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", userAgent)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -96,7 +97,11 @@ func (s *HTTPSource) Latest(ctx context.Context) (dedup.Revision, error) {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", err // a *url.Error naming method and URL, password removed
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			uerr.URL = redactURL(req.URL) // net/http removes a password, not a token given as the name
+		}
+		return "", err
 	}
 	defer resp.Body.Close()
 
@@ -190,11 +195,19 @@ func (s *HTTPSource) check() error {
 	return nil
 }
 
+// redactURL is u with its password, or its name if it has no password
+// (a token given as the name), replaced by xxxxx.
 func redactURL(u *url.URL) string {
-	if u.User == nil {
+	switch _, hasPassword := u.User.Password(); {
+	case u.User == nil:
 		return u.String()
+	case hasPassword:
+		return u.Redacted()
 	}
-	return u.Redacted()
+	// A name alone is often a token (https://TOKEN@host/...).
+	c := *u
+	c.User = url.User("xxxxx")
+	return c.String()
 }
 
 var _ Source = (*HTTPSource)(nil)
