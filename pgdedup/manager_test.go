@@ -107,6 +107,14 @@ func TestOneReplica(t *testing.T) {
 	if !ok || err != nil || st.Running != "v1" || st.Pending != "v1" || st.Lease.Owner != m.ID() || st.Lease.Fence != 1 {
 		t.Fatalf("Status = %+v, %v, %v; want v1 running, v1 pending, owned here with fence 1", st, ok, err)
 	}
+	// The server runs on this machine, so its clock is ours: a running
+	// attempt's lease ends in the future, within the lease of 2s.
+	if now := time.Now(); !st.Lease.Until.After(now) || st.Lease.Until.After(now.Add(3*time.Second)) {
+		t.Errorf("Status.Lease.Until = %v; want within 2s after %v", st.Lease.Until, now)
+	}
+	if sts, err := m.Statuses(context.Background()); err != nil || len(sts) != 1 || !sts[0].Lease.Until.Equal(st.Lease.Until) {
+		t.Errorf("Statuses() = %+v, %v; want one key with lease %+v", sts, err, st.Lease)
+	}
 	if vs := m.View().Statuses(); len(vs) != 1 || vs[0].Key != "app" || vs[0].Running != "v1" {
 		t.Errorf("View().Statuses() = %+v; want app running v1", vs)
 	}
@@ -132,6 +140,9 @@ func TestOneReplica(t *testing.T) {
 	r, err := m.Deploy(ctx, "app", "v1")
 	if err != nil || r.Outcome != dedup.Unchanged {
 		t.Fatalf("Deploy(v1 again) = %+v, %v; want unchanged", r, err)
+	}
+	if st, _, err := m.Status(ctx, "app"); err != nil || !st.Lease.Until.IsZero() || st.Lease.Owner != "" {
+		t.Errorf("Status after the run = %+v, %v; want no lease", st.Lease, err)
 	}
 	// A failure, and a panic.
 	t5, _ := m.Trigger("app", "v5")
