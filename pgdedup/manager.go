@@ -168,18 +168,27 @@ func (m *Manager) policy(key string) (*policy, error) {
 			return nil, fmt.Errorf("key policy of %q: %w", key, err)
 		}
 	}
+	p.Retry = p.Retry.WithDefaults() // policies that differ only in spelled-out defaults share one entry
 	m.polMu.Lock()
 	defer m.polMu.Unlock()
 	if pp := m.policies[p]; pp != nil {
 		return pp, nil
 	}
-	r := p.Retry.WithDefaults()
+	r := p.Retry
 	pp := &policy{p: p, k: keyrules.Policy{Quiet: p.Quiet, MaxDelay: p.MaxDelay, MinInterval: p.MinInterval,
 		MaxAttempts: r.MaxAttempts, RetryInitial: r.Initial, RetryMax: r.Max, RetryMultiplier: r.Multiplier,
 		RetryJitter: r.Jitter, CancelInProgress: p.CancelInProgress}}
-	m.policies[p] = pp
+	if len(m.policies) < maxInterned {
+		// Beyond this many distinct policies (say, a timeout computed
+		// per key), each call gets its own copy, as in dedup: the cache
+		// never grows with the number of keys.
+		m.policies[p] = pp
+	}
 	return pp, nil
 }
+
+// maxInterned bounds the policy cache, as dedup's does.
+const maxInterned = 256
 
 // Notify triggers rev of key without waiting for the result, like
 // dedup.Manager.Notify, with the rules applied across every replica: it
