@@ -2,10 +2,16 @@ package pgdedup_test
 
 import (
 	"context"
+	"errors"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/dedupdeploy/dedupdeploy/dedup"
 	"github.com/dedupdeploy/dedupdeploy/pgdedup"
 )
 
@@ -69,4 +75,90 @@ func TestListenReconnects(t *testing.T) {
 		t.Fatalf("b deployed %q; want v2", c.rev)
 	}
 	c.finish <- nil
+}
+
+// TestListenReconnectSweeps: a run ends elsewhere while a replica's LISTEN
+// connection is down (and its pool cannot connect), so its 's'
+// notification is lost; once the replica listens again it checks every
+// key it has tickets on, and its ticket settles at once, not at the poll
+// (a minute here).
+func TestListenReconnectSweeps(t *testing.T) {
+	s := server(t)
+	schema := s.Schema(t)
+	admin := s.Pool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	listenQuery := `LISTEN "dedupdeploy_` + schema + `"`
+	waitListening := func(want int) {
+		for {
+			var n int
+			if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = $1`, listenQuery).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n == want {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%d replicas listen; want %d", n, want)
+			}
+			time.Sleep(10 * time.Millisecond) // polling the server for a condition, with a deadline
+		}
+	}
+
+	// a's pool refuses every connection while blocked is set: a cannot
+	// listen again until the test allows it.
+	var blocked atomic.Bool
+	cfg, err := pgxpool.ParseConfig(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.PrepareConn = func(context.Context, *pgx.Conn) (bool, error) {
+		if blocked.Load() {
+			return true, errors.New("test: pool blocked")
+		}
+		return true, nil
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	a, err := pgdedup.New(ctx, pool, newGated(), pgdedup.WithSchema(schema), pgdedup.WithPollInterval(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	gb := newGated()
+	b := newManager(t, schema, gb, pgdedup.WithoutListen()) // only a listens
+	waitListening(1)
+
+	tb, err := b.Trigger("k", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := gb.next(t, 5*time.Second)
+	ta, err := a.Trigger("k", "v1")
+	if err != nil || ta.Action() != dedup.ActionJoinedRunning {
+		t.Fatalf("a.Trigger(v1) = %v, %v; want joined running", ta, err)
+	}
+	blocked.Store(true)
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1`, listenQuery); err != nil {
+		t.Fatal(err)
+	}
+	waitListening(0)
+	c.finish <- nil
+	if r, err := tb.Wait(ctx); err != nil || r.Outcome != dedup.Deployed {
+		t.Fatalf("b's ticket: %+v, %v; want deployed", r, err)
+	}
+	select {
+	case <-ta.Done():
+		t.Fatal("a's ticket settled while a could not reach the server")
+	default:
+	}
+	blocked.Store(false)
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second) // the reconnect backoff is at most 2s; the poll is a minute
+	defer wcancel()
+	if r, err := ta.Wait(wctx); err != nil || r.Outcome != dedup.Deployed {
+		t.Fatalf("a's ticket after the reconnect: %+v, %v; want deployed", r, err)
+	}
 }

@@ -69,6 +69,7 @@ type Manager struct {
 	// just before their commit until its own check has run.
 	localErrs map[runKey]error
 	wakeAtT   time.Time     // earliest wake-up asked for
+	fullAsked bool          // the next sweep checks every key with a waiting ticket (LISTEN reconnected)
 	wake      chan struct{} // signals the wake loop
 }
 

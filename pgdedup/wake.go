@@ -71,6 +71,11 @@ func (m *Manager) wakeLoop() {
 		case <-poll.C:
 			full = true
 		}
+		m.mu.Lock()
+		if m.fullAsked {
+			full, m.fullAsked = true, false
+		}
+		m.mu.Unlock()
 		if !m.gate.enter() {
 			return
 		}
@@ -292,7 +297,7 @@ func (m *Manager) listen() bool {
 		return false
 	}
 	m.mu.Lock()
-	m.wakeAtT = time.Now() // full sweep: notifications may have been missed
+	m.fullAsked = true // notifications may have been missed while not listening
 	m.mu.Unlock()
 	m.signal()
 	for {
