@@ -162,3 +162,81 @@ func TestListenReconnectSweeps(t *testing.T) {
 		t.Fatalf("a's ticket after the reconnect: %+v, %v; want deployed", r, err)
 	}
 }
+
+// TestCloseRecordsAfterRenewal: Close with an ended context cancels a
+// deploy that has run longer than one lease (renewed meanwhile) while the
+// database is briefly unreachable. The replica keeps trying to record the
+// end as long as its last renewal's lease lasts, not only the claim's, so
+// once the database is back the key is handed back at once.
+func TestCloseRecordsAfterRenewal(t *testing.T) {
+	s := server(t)
+	schema := s.Schema(t)
+	admin := s.Pool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var blocked atomic.Bool
+	hit := make(chan struct{}, 1)
+	cfg, err := pgxpool.ParseConfig(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.PrepareConn = func(context.Context, *pgx.Conn) (bool, error) {
+		if blocked.Load() {
+			select {
+			case hit <- struct{}{}:
+			default:
+			}
+			return true, errors.New("test: pool blocked")
+		}
+		return true, nil
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	const lease = 1200 * time.Millisecond
+	g := newGated()
+	m, err := pgdedup.New(ctx, pool, g, pgdedup.WithSchema(schema), pgdedup.WithLease(lease),
+		pgdedup.WithPollInterval(time.Minute), pgdedup.WithoutListen())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Notify("k", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	g.next(t, 5*time.Second)
+	// Wait, on the server's clock, until the claim's lease has passed and
+	// the lease was renewed.
+	for {
+		var past bool
+		if err := admin.QueryRow(ctx, `SELECT clock_timestamp() > last_started + $1::interval AND lease_until > last_started + $1::interval
+			FROM `+pgx.Identifier{schema}.Sanitize()+`.keys WHERE key = 'k'`, "1200 milliseconds").Scan(&past); err != nil {
+			t.Fatal(err)
+		}
+		if past {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the lease was not renewed past the claim's")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the server for a condition, with a deadline
+	}
+	blocked.Store(true)
+	ended, endNow := context.WithCancel(context.Background())
+	endNow()
+	closed := make(chan error, 1)
+	go func() { closed <- m.Close(ended) }()
+	<-hit // the end could not be recorded
+	blocked.Store(false)
+	if err := <-closed; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Close(ended context) = %v; want context.Canceled", err)
+	}
+	var owner *string
+	if err := admin.QueryRow(ctx, `SELECT owner FROM `+pgx.Identifier{schema}.Sanitize()+`.keys WHERE key = 'k'`).Scan(&owner); err != nil {
+		t.Fatal(err)
+	}
+	if owner != nil {
+		t.Errorf("after Close the key is still owned by %q; want it handed back", *owner)
+	}
+}

@@ -376,14 +376,14 @@ func (m *Manager) schedule(r *row, pol *policy) bool {
 			r.notes = append(r.notes, "w") // another replica takes it
 			return false
 		}
-		return m.claim(r)
+		return m.claim(r, pol)
 	}
 	return false
 }
 
 // claim starts an attempt of r's pending run on this replica: a new fence
-// and a lease.
-func (m *Manager) claim(r *row) bool {
+// and a lease, under pol.
+func (m *Manager) claim(r *row, pol *policy) bool {
 	r.s, _ = keyrules.Start(r.s)
 	r.s = keyrules.Begin(r.s, r.now)
 	r.runningRun, r.pendingRun = r.pendingRun, 0
@@ -397,7 +397,7 @@ func (m *Manager) claim(r *row) bool {
 	r.owner = m.id
 	r.leaseUntil = r.now.Add(m.cfg.lease)
 	r.runs++
-	r.claimed = &claim{key: r.key, rev: dedup.Revision(r.s.Running.Rev), fence: r.fence, attempt: r.s.Running.Attempts, sent: r.sent}
+	r.claimed = &claim{key: r.key, rev: dedup.Revision(r.s.Running.Rev), fence: r.fence, attempt: r.s.Running.Attempts, sent: r.sent, pol: pol}
 	r.event(m, dedup.Event{Kind: dedup.EventStarted, Revision: dedup.Revision(r.s.Running.Rev), Attempt: r.s.Running.Attempts})
 	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -243,5 +244,35 @@ func TestCrossReplica(t *testing.T) {
 		if err != nil || r.Revision != "v2" {
 			t.Errorf("ticket %q: %+v, %v; want settled by v2", r.Requested, r, err)
 		}
+	}
+}
+
+// TestKeyPolicyFailsAfterClaim: the attempt runs under the policy its
+// claim was made with, so a key policy function that fails when asked
+// again never makes it run without its Timeout.
+func TestKeyPolicyFailsAfterClaim(t *testing.T) {
+	schema := server(t).Schema(t)
+	g := newGated()
+	var calls atomic.Int32
+	m := newManager(t, schema, g, pgdedup.WithLease(500*time.Millisecond), pgdedup.WithKeyPolicy(func(string) dedup.Policy {
+		if calls.Add(1) == 1 {
+			return dedup.Policy{Timeout: 100 * time.Millisecond}
+		}
+		return dedup.Policy{Timeout: -1} // invalid
+	}))
+	if err := m.Notify("k", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	c := g.next(t, 5*time.Second)
+	if _, ok := c.ctx.Deadline(); !ok {
+		t.Fatal("the attempt's context has no deadline; want the 100ms Timeout of the claim's policy")
+	}
+	select {
+	case <-c.ret:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the attempt did not end at its Timeout")
+	}
+	if !errors.Is(c.ctx.Err(), context.DeadlineExceeded) {
+		t.Errorf("attempt context: %v; want DeadlineExceeded", c.ctx.Err())
 	}
 }
