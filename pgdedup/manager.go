@@ -44,7 +44,6 @@ type Manager struct {
 	q       queries
 	cfg     config
 	channel string
-	id      string
 
 	// base is the parent of every attempt's context; Close cancels it
 	// when its own context ends first. stop ends the background loops.
@@ -54,9 +53,8 @@ type Manager struct {
 	cancelStop context.CancelFunc
 	loops      sync.WaitGroup
 
-	closed atomic.Bool
-	gate   gate
-	seq    atomic.Uint64
+	gate gate // also says whether Close has begun
+	seq  atomic.Uint64
 
 	polMu    sync.Mutex
 	policies map[dedup.Policy]*policy
@@ -114,7 +112,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, d dedup.Deployer, opts ...Opti
 		cfg.replica = fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.Uint32()&0xffff)
 	}
 	m := &Manager{
-		pool: pool, d: d, cfg: cfg, id: cfg.replica,
+		pool: pool, d: d, cfg: cfg,
 		channel:   "dedupdeploy_" + cfg.schema,
 		policies:  make(map[dedup.Policy]*policy),
 		waiting:   make(map[string]map[*Ticket]struct{}),
@@ -158,7 +156,7 @@ func (m *Manager) migrate(ctx context.Context) error {
 }
 
 // ID returns the replica's id, as the owner of the keys it runs.
-func (m *Manager) ID() string { return m.id }
+func (m *Manager) ID() string { return m.cfg.replica }
 
 // policy returns key's policy.
 func (m *Manager) policy(key string) (*policy, error) {
@@ -371,7 +369,7 @@ func (m *Manager) schedule(r *row, pol *policy) bool {
 	case keyrules.Wait:
 		r.dueAt = sch.At
 	case keyrules.Due:
-		if m.closed.Load() {
+		if m.gate.isClosed() {
 			r.dueAt = r.now
 			r.notes = append(r.notes, "w") // another replica takes it
 			return false
@@ -394,7 +392,7 @@ func (m *Manager) claim(r *row, pol *policy) bool {
 	}
 	r.pendingStarted = time.Time{}
 	r.fence++
-	r.owner = m.id
+	r.owner = m.cfg.replica
 	r.leaseUntil = r.now.Add(m.cfg.lease)
 	r.runs++
 	r.claimed = &claim{key: r.key, rev: dedup.Revision(r.s.Running.Rev), fence: r.fence, attempt: r.s.Running.Attempts, sent: r.sent, pol: pol}
@@ -422,7 +420,7 @@ func (m *Manager) deliver(e dedup.Event) {
 		case dedup.EventCoalesced:
 			lvl = slog.LevelDebug
 		}
-		attrs := []slog.Attr{slog.String("key", e.Key), slog.String("revision", string(e.Revision)), slog.String("replica", m.id)}
+		attrs := []slog.Attr{slog.String("key", e.Key), slog.String("revision", string(e.Revision)), slog.String("replica", m.cfg.replica)}
 		if e.Replaced != "" {
 			attrs = append(attrs, slog.String("replaced", string(e.Replaced)))
 		}
@@ -448,7 +446,6 @@ func (m *Manager) deliver(e dedup.Event) {
 // every goroutine of the Manager has ended and returns ctx.Err() if ctx
 // ended first. A second call waits the same way.
 func (m *Manager) Close(ctx context.Context) error {
-	m.closed.Store(true)
 	var err error
 	idle := m.gate.close()
 	select {
@@ -527,6 +524,13 @@ func (g *gate) leave() {
 			close(g.idle)
 		}
 	}
+}
+
+// isClosed reports whether close has been called.
+func (g *gate) isClosed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closed
 }
 
 func (g *gate) close() <-chan struct{} {

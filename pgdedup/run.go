@@ -106,7 +106,7 @@ func (m *Manager) runAttempt(c claim) {
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		qctx, qcancel := context.WithTimeout(context.Background(), min(queryTimeout, m.cfg.lease))
 		_, ferr := m.inKey(qctx, c.key, false, func(r *row, pol *policy) error {
-			if !r.s.Running.Active() || r.fence != c.fence || r.owner != m.id {
+			if !r.s.Running.Active() || r.fence != c.fence || r.owner != m.cfg.replica {
 				return fmt.Errorf("%w: %q attempt %d with fence %d; the key is at fence %d", ErrFenced, c.key, c.attempt, c.fence, r.fence)
 			}
 			if interrupted {
@@ -184,7 +184,7 @@ func (m *Manager) renew(c claim, a *attempt, done <-chan struct{}, renewed chan<
 		}
 		ctx, cancel := context.WithDeadline(context.Background(), bound)
 		var canceled bool
-		err := m.pool.QueryRow(ctx, m.q.leaseRenew, c.key, c.fence, interval, m.id).Scan(&canceled)
+		err := m.pool.QueryRow(ctx, m.q.leaseRenew, c.key, c.fence, interval, m.cfg.replica).Scan(&canceled)
 		cancel()
 		switch {
 		case err == nil:

@@ -117,7 +117,7 @@ func (m *Manager) sweep(ctx context.Context, full bool) {
 	for _, k := range keys {
 		m.check(ctx, k)
 	}
-	if !m.closed.Load() {
+	if !m.gate.isClosed() {
 		m.claimDue(ctx)
 	}
 	var secs *float64
@@ -146,7 +146,7 @@ func (m *Manager) claimDue(ctx context.Context) {
 		}
 		progress := false
 		for _, k := range keys {
-			if m.closed.Load() {
+			if m.gate.isClosed() {
 				return
 			}
 			r, err := m.inKey(ctx, k, true, func(r *row, pol *policy) error {
