@@ -80,8 +80,10 @@ type policy struct {
 // New returns a replica's Manager that deploys with d, on the tables of
 // its schema in pool's database, which it creates or migrates first (also
 // when every replica starts at once). It blocks until that is done or ctx
-// ends. Keep pool open until Close returns; New takes one connection of it
-// for LISTEN for the Manager's lifetime.
+// ends. Keep pool open until Close returns. Unless WithoutListen, the
+// Manager takes one connection out of pool for LISTEN for its lifetime;
+// the pool opens another in its place, so a replica uses up to the pool's
+// MaxConns + 1 server connections.
 //
 // It returns an error wrapping dedup.ErrInvalid for a nil pool or
 // Deployer or a bad option, and the database's error if the migration
