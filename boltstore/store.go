@@ -62,7 +62,8 @@ const DefaultMaxBatchSize = 1000
 // then the revision's bytes.
 const formatV1 = 1
 
-// maxRecord is the size of the longest record of any version so far.
+// maxRecord bounds the size of a record of any version so far: a longer
+// value is damaged, whatever its version says.
 const maxRecord = binary.MaxVarintLen64 + dedup.MaxLen
 
 // Store is a dedup.Store in a bbolt database file. Save returns once the
@@ -71,11 +72,10 @@ const maxRecord = binary.MaxVarintLen64 + dedup.MaxLen
 // A Store is safe for concurrent use. Make one with Open or New, and Close
 // it when done.
 type Store struct {
-	db       *bbolt.DB
-	bucket   []byte
-	path     string
-	owned    bool // Open opened db: Close closes it
-	readOnly bool
+	db     *bbolt.DB
+	bucket []byte
+	path   string
+	owned  bool // Open opened db: Close closes it
 
 	// mu is held for reading by every operation and for writing by Close,
 	// so that after Close returns no operation touches db.
@@ -116,11 +116,19 @@ func WithLockTimeout(d time.Duration) Option {
 // DefaultBucket). The name must be a valid dedup key.
 func WithBucket(name string) Option {
 	return func(c *config) {
-		if err := dedup.ValidKey(name); err != nil {
-			c.err = errors.Join(c.err, fmt.Errorf("bucket name: %w", err))
+		if err := checkBucket(name); err != nil {
+			c.err = errors.Join(c.err, err)
 		}
 		c.bucket = name
 	}
+}
+
+// checkBucket is the rule WithBucket and New apply to a bucket name.
+func checkBucket(name string) error {
+	if err := dedup.ValidKey(name); err != nil {
+		return fmt.Errorf("bucket name: %w", err)
+	}
+	return nil
 }
 
 // ReadOnly opens the file for reading only: Save and Delete return errors
@@ -199,7 +207,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: open %s: %w: %v", path, ErrCorrupt, err)
 	}
 	db.MaxBatchDelay, db.MaxBatchSize = cfg.batchDelay, cfg.batchSize
-	s, err := newStore(db, cfg.bucket, cfg.readOnly)
+	s, err := newStore(db, cfg.bucket)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -259,16 +267,16 @@ func New(db *bbolt.DB, bucket string) (*Store, error) {
 	if db == nil {
 		return nil, fmt.Errorf("boltstore: %w: nil *bbolt.DB", dedup.ErrInvalid)
 	}
-	if err := dedup.ValidKey(bucket); err != nil {
-		return nil, fmt.Errorf("boltstore: bucket name: %w", err)
+	if err := checkBucket(bucket); err != nil {
+		return nil, fmt.Errorf("boltstore: %w", err)
 	}
-	return newStore(db, bucket, db.IsReadOnly())
+	return newStore(db, bucket)
 }
 
-func newStore(db *bbolt.DB, bucket string, readOnly bool) (*Store, error) {
-	s := &Store{db: db, bucket: []byte(bucket), path: db.Path(), readOnly: readOnly}
+func newStore(db *bbolt.DB, bucket string) (*Store, error) {
+	s := &Store{db: db, bucket: []byte(bucket), path: db.Path()}
 	err := db.View(s.verify)
-	if err == nil && !readOnly {
+	if err == nil && !db.IsReadOnly() {
 		err = db.Update(func(tx *bbolt.Tx) (err error) {
 			defer guard(&err)()
 			_, err = tx.CreateBucketIfNotExists(s.bucket)
@@ -404,7 +412,7 @@ func (s *Store) update(ctx context.Context, op, key string, change func(*bbolt.B
 	if s.closed {
 		return fmt.Errorf("boltstore: %s %q: %w", op, key, ErrClosed)
 	}
-	if s.readOnly {
+	if s.db.IsReadOnly() {
 		return fmt.Errorf("boltstore: %s %q in %s: %w", op, key, s.path, ErrReadOnly)
 	}
 	alone := s.updating.Add(1) == 1

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/bbolt"
 
@@ -124,7 +125,7 @@ func TestCloseDuringSaves(t *testing.T) {
 				mu.Unlock()
 				return
 			}
-			require.ErrorIsf(t, err, boltstore.ErrClosed, "Save(%q) during Close", key)
+			assert.ErrorIsf(t, err, boltstore.ErrClosed, "Save(%q) during Close", key) // require would end only this goroutine
 		})
 	}
 	for range 16 {
@@ -238,7 +239,9 @@ func TestConcurrentSaves(t *testing.T) {
 	for i := range 64 {
 		wg.Go(func() {
 			for n := range 5 {
-				require.NoError(t, s.Save(ctx, fmt.Sprintf("k%d", i), dedup.Revision(fmt.Sprintf("v%d", n))))
+				if !assert.NoError(t, s.Save(ctx, fmt.Sprintf("k%d", i), dedup.Revision(fmt.Sprintf("v%d", n)))) {
+					return // require would end only this goroutine
+				}
 			}
 		})
 	}
@@ -377,6 +380,8 @@ func TestRecordFormat(t *testing.T) {
 		{"\x01", boltstore.ErrCorrupt}, // no revision
 		{"\x01v\n1", boltstore.ErrCorrupt},
 		{"\x01" + strings.Repeat("v", dedup.MaxLen+1), boltstore.ErrCorrupt},
+		// Longer than any record can be: not read at all.
+		{"\x01" + strings.Repeat("v", dedup.MaxLen+10), boltstore.ErrCorrupt},
 	} {
 		require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
 			return tx.Bucket([]byte("deploys")).Put([]byte("odd"), []byte(c.rec))
@@ -385,6 +390,9 @@ func TestRecordFormat(t *testing.T) {
 		require.ErrorIsf(t, err, c.want, "Load of record %q", c.rec)
 		require.ErrorContainsf(t, err, path, "Load of record %q", c.rec)
 		require.ErrorContainsf(t, err, `"odd"`, "Load of record %q", c.rec)
+		if len(c.rec) > dedup.MaxLen+10 {
+			require.ErrorContainsf(t, err, fmt.Sprintf("record of %d bytes", len(c.rec)), "Load of a record longer than any version's")
+		}
 	}
 	requireLoad(t, s, "web", "4f2a9c1", true) // the other records are fine
 }

@@ -74,11 +74,14 @@
 // notification wakes the replicas whose tickets wait on it; every poll
 // interval they look anyway.
 //
-// Wake-ups. Each replica holds one connection of the pool for LISTEN; a
-// notification (a letter and a key, far below the 8000-byte limit) wakes
-// it within milliseconds. Notifications may be lost (the connection breaks,
-// a pooler in transaction mode cannot LISTEN: WithoutListen), so the poll
-// interval bounds the delay a lost one causes; nothing depends on them for
+// Wake-ups. Each replica takes one connection out of the pool for LISTEN
+// (the pool opens another in its place, so a replica uses up to the pool's
+// MaxConns + 1 server connections); a notification (a letter and a key,
+// far below the 8000-byte limit) wakes it within milliseconds.
+// Notifications may be lost (the connection breaks, a pooler in
+// transaction mode cannot LISTEN: WithoutListen), so the poll interval
+// bounds the delay a lost one causes, and a replica that listens again
+// checks all its waiting tickets at once; nothing depends on them for
 // correctness.
 //
 // # What the fence gives, and what remains without it

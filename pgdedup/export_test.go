@@ -17,4 +17,4 @@ func Abandon(m *Manager, key string) bool {
 }
 
 // Closing reports whether Close has begun on m.
-func Closing(m *Manager) bool { return m.closed.Load() }
+func Closing(m *Manager) bool { return m.gate.isClosed() }

@@ -44,7 +44,6 @@ type Manager struct {
 	q       queries
 	cfg     config
 	channel string
-	id      string
 
 	// base is the parent of every attempt's context; Close cancels it
 	// when its own context ends first. stop ends the background loops.
@@ -54,9 +53,8 @@ type Manager struct {
 	cancelStop context.CancelFunc
 	loops      sync.WaitGroup
 
-	closed atomic.Bool
-	gate   gate
-	seq    atomic.Uint64
+	gate gate // also says whether Close has begun
+	seq  atomic.Uint64
 
 	polMu    sync.Mutex
 	policies map[dedup.Policy]*policy
@@ -69,6 +67,7 @@ type Manager struct {
 	// just before their commit until its own check has run.
 	localErrs map[runKey]error
 	wakeAtT   time.Time     // earliest wake-up asked for
+	fullAsked bool          // the next sweep checks every key with a waiting ticket (LISTEN reconnected)
 	wake      chan struct{} // signals the wake loop
 }
 
@@ -81,8 +80,10 @@ type policy struct {
 // New returns a replica's Manager that deploys with d, on the tables of
 // its schema in pool's database, which it creates or migrates first (also
 // when every replica starts at once). It blocks until that is done or ctx
-// ends. Keep pool open until Close returns; New takes one connection of it
-// for LISTEN for the Manager's lifetime.
+// ends. Keep pool open until Close returns. Unless WithoutListen, the
+// Manager takes one connection out of pool for LISTEN for its lifetime;
+// the pool opens another in its place, so a replica uses up to the pool's
+// MaxConns + 1 server connections.
 //
 // It returns an error wrapping dedup.ErrInvalid for a nil pool or
 // Deployer or a bad option, and the database's error if the migration
@@ -113,7 +114,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, d dedup.Deployer, opts ...Opti
 		cfg.replica = fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.Uint32()&0xffff)
 	}
 	m := &Manager{
-		pool: pool, d: d, cfg: cfg, id: cfg.replica,
+		pool: pool, d: d, cfg: cfg,
 		channel:   "dedupdeploy_" + cfg.schema,
 		policies:  make(map[dedup.Policy]*policy),
 		waiting:   make(map[string]map[*Ticket]struct{}),
@@ -157,7 +158,7 @@ func (m *Manager) migrate(ctx context.Context) error {
 }
 
 // ID returns the replica's id, as the owner of the keys it runs.
-func (m *Manager) ID() string { return m.id }
+func (m *Manager) ID() string { return m.cfg.replica }
 
 // policy returns key's policy.
 func (m *Manager) policy(key string) (*policy, error) {
@@ -168,18 +169,27 @@ func (m *Manager) policy(key string) (*policy, error) {
 			return nil, fmt.Errorf("key policy of %q: %w", key, err)
 		}
 	}
+	p.Retry = p.Retry.WithDefaults() // policies that differ only in spelled-out defaults share one entry
 	m.polMu.Lock()
 	defer m.polMu.Unlock()
 	if pp := m.policies[p]; pp != nil {
 		return pp, nil
 	}
-	r := p.Retry.WithDefaults()
+	r := p.Retry
 	pp := &policy{p: p, k: keyrules.Policy{Quiet: p.Quiet, MaxDelay: p.MaxDelay, MinInterval: p.MinInterval,
 		MaxAttempts: r.MaxAttempts, RetryInitial: r.Initial, RetryMax: r.Max, RetryMultiplier: r.Multiplier,
 		RetryJitter: r.Jitter, CancelInProgress: p.CancelInProgress}}
-	m.policies[p] = pp
+	if len(m.policies) < maxInterned {
+		// Beyond this many distinct policies (say, a timeout computed
+		// per key), each call gets its own copy, as in dedup: the cache
+		// never grows with the number of keys.
+		m.policies[p] = pp
+	}
 	return pp, nil
 }
+
+// maxInterned bounds the policy cache, as dedup's does.
+const maxInterned = 256
 
 // Notify triggers rev of key without waiting for the result, like
 // dedup.Manager.Notify, with the rules applied across every replica: it
@@ -361,19 +371,19 @@ func (m *Manager) schedule(r *row, pol *policy) bool {
 	case keyrules.Wait:
 		r.dueAt = sch.At
 	case keyrules.Due:
-		if m.closed.Load() {
+		if m.gate.isClosed() {
 			r.dueAt = r.now
 			r.notes = append(r.notes, "w") // another replica takes it
 			return false
 		}
-		return m.claim(r)
+		return m.claim(r, pol)
 	}
 	return false
 }
 
 // claim starts an attempt of r's pending run on this replica: a new fence
-// and a lease.
-func (m *Manager) claim(r *row) bool {
+// and a lease, under pol.
+func (m *Manager) claim(r *row, pol *policy) bool {
 	r.s, _ = keyrules.Start(r.s)
 	r.s = keyrules.Begin(r.s, r.now)
 	r.runningRun, r.pendingRun = r.pendingRun, 0
@@ -384,10 +394,10 @@ func (m *Manager) claim(r *row) bool {
 	}
 	r.pendingStarted = time.Time{}
 	r.fence++
-	r.owner = m.id
+	r.owner = m.cfg.replica
 	r.leaseUntil = r.now.Add(m.cfg.lease)
 	r.runs++
-	r.claimed = &claim{key: r.key, rev: dedup.Revision(r.s.Running.Rev), fence: r.fence, attempt: r.s.Running.Attempts, sent: r.sent}
+	r.claimed = &claim{key: r.key, rev: dedup.Revision(r.s.Running.Rev), fence: r.fence, attempt: r.s.Running.Attempts, sent: r.sent, pol: pol}
 	r.event(m, dedup.Event{Kind: dedup.EventStarted, Revision: dedup.Revision(r.s.Running.Rev), Attempt: r.s.Running.Attempts})
 	return true
 }
@@ -412,7 +422,7 @@ func (m *Manager) deliver(e dedup.Event) {
 		case dedup.EventCoalesced:
 			lvl = slog.LevelDebug
 		}
-		attrs := []slog.Attr{slog.String("key", e.Key), slog.String("revision", string(e.Revision)), slog.String("replica", m.id)}
+		attrs := []slog.Attr{slog.String("key", e.Key), slog.String("revision", string(e.Revision)), slog.String("replica", m.cfg.replica)}
 		if e.Replaced != "" {
 			attrs = append(attrs, slog.String("replaced", string(e.Replaced)))
 		}
@@ -438,7 +448,6 @@ func (m *Manager) deliver(e dedup.Event) {
 // every goroutine of the Manager has ended and returns ctx.Err() if ctx
 // ended first. A second call waits the same way.
 func (m *Manager) Close(ctx context.Context) error {
-	m.closed.Store(true)
 	var err error
 	idle := m.gate.close()
 	select {
@@ -517,6 +526,13 @@ func (g *gate) leave() {
 			close(g.idle)
 		}
 	}
+}
+
+// isClosed reports whether close has been called.
+func (g *gate) isClosed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closed
 }
 
 func (g *gate) close() <-chan struct{} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,6 +108,14 @@ func TestOneReplica(t *testing.T) {
 	if !ok || err != nil || st.Running != "v1" || st.Pending != "v1" || st.Lease.Owner != m.ID() || st.Lease.Fence != 1 {
 		t.Fatalf("Status = %+v, %v, %v; want v1 running, v1 pending, owned here with fence 1", st, ok, err)
 	}
+	// The server runs on this machine, so its clock is ours: a running
+	// attempt's lease ends in the future, within the lease of 2s.
+	if now := time.Now(); !st.Lease.Until.After(now) || st.Lease.Until.After(now.Add(3*time.Second)) {
+		t.Errorf("Status.Lease.Until = %v; want within 2s after %v", st.Lease.Until, now)
+	}
+	if sts, err := m.Statuses(context.Background()); err != nil || len(sts) != 1 || !sts[0].Lease.Until.Equal(st.Lease.Until) {
+		t.Errorf("Statuses() = %+v, %v; want one key with lease %+v", sts, err, st.Lease)
+	}
 	if vs := m.View().Statuses(); len(vs) != 1 || vs[0].Key != "app" || vs[0].Running != "v1" {
 		t.Errorf("View().Statuses() = %+v; want app running v1", vs)
 	}
@@ -132,6 +141,9 @@ func TestOneReplica(t *testing.T) {
 	r, err := m.Deploy(ctx, "app", "v1")
 	if err != nil || r.Outcome != dedup.Unchanged {
 		t.Fatalf("Deploy(v1 again) = %+v, %v; want unchanged", r, err)
+	}
+	if st, _, err := m.Status(ctx, "app"); err != nil || !st.Lease.Until.IsZero() || st.Lease.Owner != "" {
+		t.Errorf("Status after the run = %+v, %v; want no lease", st.Lease, err)
 	}
 	// A failure, and a panic.
 	t5, _ := m.Trigger("app", "v5")
@@ -232,5 +244,35 @@ func TestCrossReplica(t *testing.T) {
 		if err != nil || r.Revision != "v2" {
 			t.Errorf("ticket %q: %+v, %v; want settled by v2", r.Requested, r, err)
 		}
+	}
+}
+
+// TestKeyPolicyFailsAfterClaim: the attempt runs under the policy its
+// claim was made with, so a key policy function that fails when asked
+// again never makes it run without its Timeout.
+func TestKeyPolicyFailsAfterClaim(t *testing.T) {
+	schema := server(t).Schema(t)
+	g := newGated()
+	var calls atomic.Int32
+	m := newManager(t, schema, g, pgdedup.WithLease(500*time.Millisecond), pgdedup.WithKeyPolicy(func(string) dedup.Policy {
+		if calls.Add(1) == 1 {
+			return dedup.Policy{Timeout: 100 * time.Millisecond}
+		}
+		return dedup.Policy{Timeout: -1} // invalid
+	}))
+	if err := m.Notify("k", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	c := g.next(t, 5*time.Second)
+	if _, ok := c.ctx.Deadline(); !ok {
+		t.Fatal("the attempt's context has no deadline; want the 100ms Timeout of the claim's policy")
+	}
+	select {
+	case <-c.ret:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the attempt did not end at its Timeout")
+	}
+	if !errors.Is(c.ctx.Err(), context.DeadlineExceeded) {
+		t.Errorf("attempt context: %v; want DeadlineExceeded", c.ctx.Err())
 	}
 }

@@ -5,8 +5,9 @@
 -- replicas never compare their own clocks.
 --
 -- The invariants:
---   * keys.fence only grows: ClaimKey's caller sets it to fence+1, nothing
---     else writes it, so two attempts of a key never share a fence.
+--   * keys.fence only grows: a claim (KeySave after KeyLock or KeyTryLock)
+--     sets it to fence+1, nothing else writes it, so two attempts of a key
+--     never share a fence.
 --   * A running attempt's row is written only by the replica that holds its
 --     lease (owner and fence match, checked under the row lock), or, once
 --     lease_until has passed, by a replica that takes it over.
@@ -89,12 +90,9 @@ FROM {{schema}}.keys WHERE key = $1 FOR UPDATE;
 -- name: KeyTryLock
 -- KeyLock for a claim: a row another replica has locked is skipped, since
 -- that replica applies the rules to it right now and will leave it either
--- running or with a due_at that someone claims later.
-SELECT live, running_rev, running_force, running_attempts, running_canceled, running_run, running_started,
-	pending_rev, pending_force, pending_attempts, pending_first, pending_last, pending_retry_at, pending_run, pending_started,
-	last_started, last_run, fence, owner, lease_until, runs, deployed, failures, superseded, last_err, last_finished,
-	clock_timestamp()
-FROM {{schema}}.keys WHERE key = $1 FOR UPDATE SKIP LOCKED;
+-- running or with a due_at that someone claims later. {{KeyLock}} is
+-- KeyLock's text without its semicolon, so the two never differ in columns.
+{{KeyLock}} SKIP LOCKED;
 
 -- name: KeySave
 -- Writes back a key's state, under the row lock KeyLock or KeyTryLock took
@@ -156,14 +154,17 @@ RETURNING running_canceled;
 -- stay small: a letter and a key of at most 1024 bytes.
 SELECT pg_notify($1, $2);
 
--- name: KeyStatus
--- One key's state for Status; no lock.
+-- name: StatusSelect
+-- The columns Status reads, never sent alone: KeyStatus and KeyStatuses
+-- complete it. No lock.
 SELECT key, live, running_rev, running_attempts, pending_rev, pending_attempts, due_at, runs, deployed, failures, superseded,
-	last_err, last_started, last_finished, fence, owner
-FROM {{schema}}.keys WHERE key = $1;
+	last_err, last_started, last_finished, fence, owner, lease_until
+FROM {{schema}}.keys;
+
+-- name: KeyStatus
+-- One key's state for Status.
+{{StatusSelect}} WHERE key = $1;
 
 -- name: KeyStatuses
--- Every key's state for Statuses; no lock.
-SELECT key, live, running_rev, running_attempts, pending_rev, pending_attempts, due_at, runs, deployed, failures, superseded,
-	last_err, last_started, last_finished, fence, owner
-FROM {{schema}}.keys ORDER BY key;
+-- Every key's state for Statuses.
+{{StatusSelect}} ORDER BY key;

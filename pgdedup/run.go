@@ -34,6 +34,7 @@ type claim struct {
 	fence   int64
 	attempt int
 	sent    time.Time // when the claiming transaction began: the lease ends ttl after, at the latest
+	pol     *policy   // the key's policy the claim was made under
 }
 
 // attempt is a running attempt of this replica.
@@ -42,26 +43,26 @@ type attempt struct {
 	abandoned atomic.Bool   // tests: stop renewing, as a replica that hangs
 	poke      chan struct{} // renew now: a notification said it may be canceled
 	cancel    context.CancelCauseFunc
+	// leaseFrom is when the last successful claim or renewal was sent:
+	// the lease ends ttl after it, at the latest. Written by renew only,
+	// read once renew has returned.
+	leaseFrom time.Time
 }
 
-// execute runs the attempt c and, while the key's next run is due at once,
-// the next ones. It holds a gate token (given by the claim).
+// execute runs the attempt c and records its end. It holds a gate token
+// (given by the claim), which it gives back then; an attempt that the
+// recording claims next runs in a goroutine of its own.
 func (m *Manager) execute(c claim) {
 	defer m.gate.leave()
-	for {
-		next := m.runAttempt(c)
-		if next == nil {
-			return
-		}
-		c = *next
-	}
+	m.runAttempt(c)
 }
 
-func (m *Manager) runAttempt(c claim) *claim {
-	pol, err := m.policy(c.key)
-	if err != nil {
-		pol = &policy{}
-	}
+func (m *Manager) runAttempt(c claim) {
+	// c.pol is the policy the claim was made under: the key policy
+	// function is not asked again, so its Timeout is the one that
+	// applies, and a function that fails now cannot leave the attempt
+	// without one.
+	pol := c.pol
 	ctx, cancel := context.WithCancelCause(m.base)
 	defer cancel(nil)
 	ctx = context.WithValue(ctx, fenceKey{}, c.fence)
@@ -69,7 +70,7 @@ func (m *Manager) runAttempt(c claim) *claim {
 	if pol.p.Timeout > 0 {
 		ctx, cancelTimeout = context.WithTimeout(ctx, pol.p.Timeout)
 	}
-	a := &attempt{fence: c.fence, poke: make(chan struct{}, 1), cancel: cancel}
+	a := &attempt{fence: c.fence, poke: make(chan struct{}, 1), cancel: cancel, leaseFrom: c.sent}
 	m.mu.Lock()
 	m.attempts[c.key] = a
 	m.mu.Unlock()
@@ -78,7 +79,7 @@ func (m *Manager) runAttempt(c claim) *claim {
 	renewed := make(chan struct{})
 	go m.renew(c, a, done, renewed)
 	start := time.Now()
-	err = m.callDeploy(ctx, c.key, c.rev)
+	err := m.callDeploy(ctx, c.key, c.rev)
 	cancelTimeout()
 	close(done)
 	<-renewed
@@ -94,7 +95,7 @@ func (m *Manager) runAttempt(c claim) *claim {
 	dur := time.Since(start)
 
 	if a.abandoned.Load() {
-		return nil // tests: the replica died with it; another one takes the key over
+		return // tests: the replica died with it; another one takes the key over
 	}
 
 	// Record the end. The database may be unreachable for a while: keep
@@ -104,8 +105,8 @@ func (m *Manager) runAttempt(c claim) *claim {
 	giveUp := time.Now().Add(2 * m.cfg.lease)
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		qctx, qcancel := context.WithTimeout(context.Background(), min(queryTimeout, m.cfg.lease))
-		r, ferr := m.inKey(qctx, c.key, false, func(r *row, pol *policy) error {
-			if !r.s.Running.Active() || r.fence != c.fence || r.owner != m.id {
+		_, ferr := m.inKey(qctx, c.key, false, func(r *row, pol *policy) error {
+			if !r.s.Running.Active() || r.fence != c.fence || r.owner != m.cfg.replica {
 				return fmt.Errorf("%w: %q attempt %d with fence %d; the key is at fence %d", ErrFenced, c.key, c.attempt, c.fence, r.fence)
 			}
 			if interrupted {
@@ -118,19 +119,18 @@ func (m *Manager) runAttempt(c claim) *claim {
 		qcancel()
 		switch {
 		case ferr == nil:
-			_ = r // a next attempt it claimed runs in a goroutine of its own
-			return nil
+			return // a next attempt it claimed runs in a goroutine of its own
 		case errors.Is(ferr, ErrFenced):
 			m.deliver(dedup.Event{Kind: dedup.EventAborted, Key: c.key, Revision: c.rev, Attempt: c.attempt, Err: ferr, Duration: dur})
-			return nil
+			return
 		}
 		if time.Now().After(giveUp) {
 			m.deliver(dedup.Event{Kind: dedup.EventAborted, Key: c.key, Revision: c.rev, Attempt: c.attempt,
 				Err: fmt.Errorf("pgdedup: the end of the attempt could not be recorded (lease lost: %v): %w", lost, ferr), Duration: dur})
-			return nil
+			return
 		}
-		if m.base.Err() != nil && time.Now().After(c.sent.Add(m.cfg.lease)) {
-			return nil // Close gave up: the lease expires on its own
+		if m.base.Err() != nil && time.Now().After(a.leaseFrom.Add(m.cfg.lease)) {
+			return // Close gave up and the lease has ended: another replica takes the key over
 		}
 		time.Sleep(wait) // backoff between attempts to reach the database
 	}
@@ -184,10 +184,11 @@ func (m *Manager) renew(c claim, a *attempt, done <-chan struct{}, renewed chan<
 		}
 		ctx, cancel := context.WithDeadline(context.Background(), bound)
 		var canceled bool
-		err := m.pool.QueryRow(ctx, m.q.leaseRenew, c.key, c.fence, interval, m.id).Scan(&canceled)
+		err := m.pool.QueryRow(ctx, m.q.leaseRenew, c.key, c.fence, interval, m.cfg.replica).Scan(&canceled)
 		cancel()
 		switch {
 		case err == nil:
+			a.leaseFrom = sent
 			deadline = sent.Add(ttl - margin)
 			expire.Reset(time.Until(deadline))
 			if canceled {

@@ -19,14 +19,20 @@ type queries struct {
 	leaseRenew, notify, keyStatus, keyStatuses                    string
 }
 
-// parseQueries splits queries.sql at its "-- name: X" lines.
+// parseQueries splits queries.sql at its "-- name: X" lines, drops the
+// lines that are only comments, and replaces {{Y}} in a query's text by
+// the text of the query Y named above it, without its semicolon: a query
+// that differs from another by a clause is written as that clause.
 func parseQueries(schema string) (queries, error) {
 	byName := map[string]string{}
 	var name string
 	var b strings.Builder
+	var refs []string // "{{Y}}", text of Y, for every Y so far
 	flush := func() {
 		if name != "" {
-			byName[name] = strings.TrimSpace(b.String())
+			text := strings.NewReplacer(refs...).Replace(strings.TrimSpace(b.String()))
+			byName[name] = text
+			refs = append(refs, "{{"+name+"}}", strings.TrimSuffix(text, ";"))
 		}
 		b.Reset()
 	}
@@ -34,6 +40,9 @@ func parseQueries(schema string) (queries, error) {
 		if n, ok := strings.CutPrefix(line, "-- name: "); ok {
 			flush()
 			name = strings.TrimSpace(n)
+			continue
+		}
+		if strings.HasPrefix(strings.TrimSpace(line), "--") {
 			continue
 		}
 		b.WriteString(line)

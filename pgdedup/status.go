@@ -14,7 +14,7 @@ import (
 type Lease struct {
 	Owner string    // the replica holding the running attempt's lease; empty when none runs
 	Fence int64     // the fence of the key's latest attempt (0: none yet)
-	Until time.Time // the lease ends then unless renewed
+	Until time.Time // the lease ends then unless renewed (by the server's clock); zero when none runs
 }
 
 // KeyStatus is a key's state across the cluster: dedup.Status plus its
@@ -30,11 +30,11 @@ func scanStatus(s statusScanner) (KeyStatus, error) {
 	var (
 		ks                                   KeyStatus
 		live, running, pending, lastErr, own *string
-		due, started, finished               *time.Time
+		due, started, finished, until        *time.Time
 	)
 	var pendingAttempts int
 	err := s.Scan(&ks.Key, &live, &running, &ks.Attempt, &pending, &pendingAttempts, &due, &ks.Runs, &ks.Deployed, &ks.Failures, &ks.Superseded,
-		&lastErr, &started, &finished, &ks.Lease.Fence, &own)
+		&lastErr, &started, &finished, &ks.Lease.Fence, &own, &until)
 	if err != nil {
 		return ks, err
 	}
@@ -46,7 +46,7 @@ func scanStatus(s statusScanner) (KeyStatus, error) {
 		ks.LastErr = errors.New(*lastErr)
 	}
 	ks.NextStart, ks.LastStarted, ks.LastFinished = deref(due), deref(started), deref(finished)
-	ks.Lease.Owner = deref(own)
+	ks.Lease.Owner, ks.Lease.Until = deref(own), deref(until)
 	return ks, nil
 }
 

@@ -71,6 +71,11 @@ func (m *Manager) wakeLoop() {
 		case <-poll.C:
 			full = true
 		}
+		m.mu.Lock()
+		if m.fullAsked {
+			full, m.fullAsked = true, false
+		}
+		m.mu.Unlock()
 		if !m.gate.enter() {
 			return
 		}
@@ -112,7 +117,7 @@ func (m *Manager) sweep(ctx context.Context, full bool) {
 	for _, k := range keys {
 		m.check(ctx, k)
 	}
-	if !m.closed.Load() {
+	if !m.gate.isClosed() {
 		m.claimDue(ctx)
 	}
 	var secs *float64
@@ -141,7 +146,7 @@ func (m *Manager) claimDue(ctx context.Context) {
 		}
 		progress := false
 		for _, k := range keys {
-			if m.closed.Load() {
+			if m.gate.isClosed() {
 				return
 			}
 			r, err := m.inKey(ctx, k, true, func(r *row, pol *policy) error {
@@ -292,7 +297,7 @@ func (m *Manager) listen() bool {
 		return false
 	}
 	m.mu.Lock()
-	m.wakeAtT = time.Now() // full sweep: notifications may have been missed
+	m.fullAsked = true // notifications may have been missed while not listening
 	m.mu.Unlock()
 	m.signal()
 	for {

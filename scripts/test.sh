@@ -36,12 +36,15 @@ for mod in promdedup examples/webhook; do
 done
 # pgdedup: a module of its own (pgx). Its tests need PostgreSQL: the server
 # DEDUP_PG_URL names, or the server binaries, with which they run a
-# throwaway cluster as the user postgres in a temp dir.
-if [ -z "${DEDUP_PG_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+# throwaway cluster in a temp dir (as the user postgres when run as root).
+# The binaries are looked for where pgtest looks: /usr/lib/postgresql/*/bin,
+# then PATH.
+if [ -z "${DEDUP_PG_URL:-}" ] && ! command -v initdb >/dev/null &&
+	! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 	echo "installing: postgresql" >&2
 	sudo=""
 	[ "$(id -u)" -ne 0 ] && sudo=sudo
 	$sudo apt-get update -qq
 	$sudo apt-get install -y -qq postgresql >/dev/null
 fi
-(cd pgdedup && go vet ./... && go test -race -count=1 ./...)
+(cd pgdedup && go vet ./... && go test -race -count=1 "$@" ./...)

@@ -50,7 +50,12 @@ func main() {
 	work := flag.Duration("work", 150*time.Millisecond, "how long a deploy takes")
 	pace := flag.Duration("pace", 60*time.Millisecond, "time between two rounds of triggers")
 	flag.Parse()
-	if err := run(os.Stdout, *keys, *revs, *lease, *work, *pace); err != nil {
+	srv, err := pgtest.Start()
+	if err == nil {
+		err = run(os.Stdout, srv.URL, *keys, *revs, *lease, *work, *pace)
+		srv.Stop()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "replicas:", err)
 		os.Exit(1)
 	}
@@ -129,14 +134,10 @@ type child struct {
 	out   *bufio.Scanner
 }
 
-func run(w io.Writer, nKeys, nRevs int, lease, work, pace time.Duration) error {
-	srv, err := pgtest.Start()
-	if err != nil {
-		return err
-	}
-	defer srv.Stop()
+// run runs the story against the server at url.
+func run(w io.Writer, url string, nKeys, nRevs int, lease, work, pace time.Duration) error {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, srv.URL)
+	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
 		return err
 	}
@@ -168,7 +169,7 @@ func run(w io.Writer, nKeys, nRevs int, lease, work, pace time.Duration) error {
 	for i := range 3 {
 		c := &child{id: fmt.Sprintf("replica-%d", i+1)}
 		c.cmd = exec.Command(exe)
-		c.cmd.Env = append(os.Environ(), replicaEnv+"=1", "R_URL="+srv.URL, "R_SCHEMA="+schema, "R_ID="+c.id,
+		c.cmd.Env = append(os.Environ(), replicaEnv+"=1", "R_URL="+url, "R_SCHEMA="+schema, "R_ID="+c.id,
 			"R_TARGET=http://"+l.Addr().String(), "R_LEASE="+lease.String(), "R_WORK="+work.String())
 		c.cmd.Stderr = os.Stderr
 		c.stdin, _ = c.cmd.StdinPipe()

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/dedupdeploy/dedupdeploy/pgdedup/internal/pgtest"
 )
 
 func TestMain(m *testing.M) {
@@ -17,13 +19,11 @@ func TestMain(m *testing.M) {
 }
 
 func TestRun(t *testing.T) {
-	if _, ok := os.LookupEnv("DEDUP_PG_URL"); !ok {
-		if _, err := os.Stat("/usr/lib/postgresql"); err != nil && os.Getenv("CI") != "true" {
-			t.Skip("no PostgreSQL: set DEDUP_PG_URL or install it")
-		}
-	}
+	srv, err := pgtest.Start() // skips without PostgreSQL, fails with CI=true
+	srv = pgtest.Need(t, srv, err)
+	defer srv.Stop()
 	var out strings.Builder
-	if err := run(&out, 6, 6, time.Second, 150*time.Millisecond, 60*time.Millisecond); err != nil {
+	if err := run(&out, srv.URL, 6, 6, time.Second, 150*time.Millisecond, 60*time.Millisecond); err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
 	t.Log("\n" + out.String())
