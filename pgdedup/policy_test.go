@@ -2,6 +2,7 @@ package pgdedup
 
 import (
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -45,5 +46,27 @@ func TestPolicyCache(t *testing.T) {
 	b, _ := m.policy("spelled")
 	if a != b || len(m.policies) != 1 {
 		t.Errorf("zero and spelled-out retry defaults: %d cache entries, same entry %v; want 1, true", len(m.policies), a == b)
+	}
+}
+
+// Every field of the policy the rules read comes from the Policy: a field
+// added to keyrules.Policy and forgotten here fails (dedup has the same
+// test of its own mapping).
+func TestPolicyMapsEveryRuleField(t *testing.T) {
+	m := &Manager{policies: make(map[dedup.Policy]*policy)}
+	m.cfg.policy = dedup.Policy{
+		Quiet: time.Second, MaxDelay: time.Minute, MinInterval: time.Hour, Timeout: time.Hour,
+		Retry:            dedup.RetryPolicy{MaxAttempts: 3, Initial: time.Second, Max: time.Minute, Multiplier: 3, Jitter: 0.5},
+		CancelInProgress: true,
+	}
+	p, err := m.policy("k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := reflect.ValueOf(p.k)
+	for i := range v.NumField() {
+		if v.Field(i).IsZero() {
+			t.Errorf("keyrules.Policy.%s is zero for a Policy with every field set", v.Type().Field(i).Name)
+		}
 	}
 }
