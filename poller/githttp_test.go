@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dedupdeploy/dedupdeploy/dedup"
+	"github.com/dedupdeploy/dedupdeploy/dedup/deduptest"
 	"github.com/dedupdeploy/dedupdeploy/poller"
 )
 
@@ -186,4 +187,31 @@ func TestGitPollNowAsksAfresh(t *testing.T) {
 	require.Equal(t, poller.EventChanged, e.Kind)
 	require.Equal(t, dedup.Revision(git(t, r.dir, "rev-parse", "main")), e.Revision)
 	require.Equal(t, 2, s.count("POST ls-refs"))
+}
+
+// TestGitSharedAnswerKeepsTheRound: a key served by another key's answer
+// counts its next poll from that request, not from its own poll, so that
+// the keys of one remote stay in one round instead of drifting apart.
+func TestGitSharedAnswerKeepsTheRound(t *testing.T) {
+	r := newGitRepo(t)
+	git(t, r.dir, "branch", "b1")
+	s := newGitServer(t, r.dir, serverOpts{})
+	h := newHarness(t, nil, poller.WithHTTPClient(s.Client()))
+	h.watch("a", poller.Git(s.url, "main"), poller.Every(time.Minute), poller.Jitter(0))
+	h.watch("b", poller.Git(s.url, "b1"), poller.Every(80*time.Second), poller.Jitter(0))
+	h.run()
+	h.fireNext(1, 0) // both at 0: one request
+	for range 2 {
+		require.NoError(t, h.event().Err)
+	}
+	s.take()
+	h.fireNext(1, time.Minute) // a's request, at 1m
+	require.NoError(t, h.event().Err)
+	h.fireNext(1, 20*time.Second) // b at 1m20s: a's answer, 20s old, serves it
+	require.NoError(t, h.event().Err)
+	require.Equal(t, 1, s.count("POST ls-refs"), "b was served by a's request")
+	require.NoError(t, h.clock.WaitTimers(h.ctx, 1))
+	st, ok := h.p.Status("b")
+	require.True(t, ok)
+	require.Equal(t, deduptest.Epoch.Add(time.Minute+80*time.Second), st.Next, "b's next poll: its interval after the request that served it")
 }
