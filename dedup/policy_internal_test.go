@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // Every field of the policy the rules read comes from the Policy: a field
@@ -24,5 +25,13 @@ func TestInternMapsEveryRuleField(t *testing.T) {
 		if v.Field(i).IsZero() {
 			t.Errorf("keyrules.Policy.%s is zero for a Policy with every field set", v.Type().Field(i).Name)
 		}
+	}
+}
+
+// A shard is whole cache lines, so that two shards' locks never share one:
+// the padding is computed by hand from the sizes of its fields.
+func TestShardIsWholeCacheLines(t *testing.T) {
+	if n := unsafe.Sizeof(shard{}); n%64 != 0 {
+		t.Fatalf("a shard is %d bytes; want a multiple of 64 (fix its padding)", n)
 	}
 }

@@ -101,13 +101,13 @@ func New(keys []string, pol dedup.Policy, now time.Time, offsets []time.Duration
 		if i < len(offsets) {
 			off = offsets[i]
 		}
-		m.Keys[k] = &Key{Loaded: true, Pol: OffsetPolicy(pol, off)}
+		m.Keys[k] = &Key{Loaded: true, Pol: offsetPolicy(pol, off)}
 	}
 	return m
 }
 
-// OffsetPolicy returns p with every non-zero duration made off longer.
-func OffsetPolicy(p dedup.Policy, off time.Duration) dedup.Policy {
+// offsetPolicy returns p with every non-zero duration made off longer.
+func offsetPolicy(p dedup.Policy, off time.Duration) dedup.Policy {
 	for _, d := range []*time.Duration{&p.Quiet, &p.MaxDelay, &p.MinInterval, &p.Retry.Initial, &p.Retry.Max, &p.Timeout} {
 		if *d > 0 {
 			*d += off
@@ -171,7 +171,7 @@ func (m *Model) Trigger(key string, rev dedup.Revision, force bool, t *Ticket) (
 			m.Finish(key, false, false)
 		}
 	}
-	started := m.TryStart(key)
+	started := m.tryStart(key)
 	switch {
 	case running:
 		// Behind a running deploy (one canceled for it too: the
@@ -204,8 +204,8 @@ func (m *Model) Forget(key string) bool {
 	return true
 }
 
-// StartAt is the earliest start of the pending run of k.
-func (m *Model) StartAt(k *Key) time.Time {
+// startAt is the earliest start of the pending run of k.
+func (m *Model) startAt(k *Key) time.Time {
 	p := k.Pending
 	at := p.RetryAt
 	if k.Pol.MinInterval > 0 && k.Started {
@@ -228,9 +228,9 @@ func latest(a, b time.Time) time.Time {
 	return a
 }
 
-// TryStart starts the pending run of key if it is due, and reports whether
+// tryStart starts the pending run of key if it is due, and reports whether
 // it did (a first run that the store then finds live counts as started).
-func (m *Model) TryStart(key string) (started bool) {
+func (m *Model) tryStart(key string) (started bool) {
 	k := m.Keys[key]
 	p := k.Pending
 	if p == nil || k.Running != nil || m.Closed {
@@ -242,7 +242,7 @@ func (m *Model) TryStart(key string) (started bool) {
 		SettleAll(p, p.Rev, dedup.Unchanged, false)
 		return false
 	}
-	if m.StartAt(k).After(m.Now) || !m.takeSlot(key) {
+	if m.startAt(k).After(m.Now) || !m.takeSlot(key) {
 		return false
 	}
 	m.begin(key)
@@ -274,7 +274,7 @@ func (m *Model) begin(key string) {
 // waited longest for one, after key's own next run had its chance to queue.
 func (m *Model) ended(key string) {
 	grant := m.releaseSlot()
-	m.TryStart(key)
+	m.tryStart(key)
 	for grant != "" {
 		k := m.Keys[grant]
 		if k.Pending != nil && k.Running == nil && !m.Closed {
@@ -383,7 +383,7 @@ func (m *Model) Advance(to time.Time) {
 			case k.Running != nil && k.Pol.Timeout > 0:
 				at = k.Running.AttemptStart.Add(k.Pol.Timeout)
 			case k.Running == nil && k.Pending != nil && !slices.Contains(m.Queue, key):
-				at = m.StartAt(k) // a queued key waits for a slot, not a time
+				at = m.startAt(k) // a queued key waits for a slot, not a time
 			default:
 				continue
 			}
@@ -399,7 +399,7 @@ func (m *Model) Advance(to time.Time) {
 		if m.Keys[nextKey].Running != nil {
 			m.Finish(nextKey, false, false)
 		} else {
-			m.TryStart(nextKey)
+			m.tryStart(nextKey)
 		}
 	}
 }
